@@ -1,0 +1,44 @@
+"""Exception hierarchy. Every error a user can cause is a :class:`MitoscopeError`.
+
+The CLI maps any ``MitoscopeError`` to one line on stderr and exit code 2.
+Messages say what is wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class MitoscopeError(Exception):
+    """Base class for all user-facing errors (bad input, missing files, ...)."""
+
+
+class SlideOpenError(MitoscopeError):
+    """A slide or image could not be opened (missing, corrupt, unsupported)."""
+
+
+class MissingMetadataError(MitoscopeError):
+    """Required metadata (usually the pixel size) is absent."""
+
+
+class InvalidInputError(MitoscopeError):
+    """An argument or input file has a wrong value or format."""
+
+
+class RegionError(InvalidInputError):
+    """A requested region lies (partly) outside the slide."""
+
+
+class ModelLoadError(MitoscopeError):
+    """A model checkpoint is missing, corrupt or does not match the architecture."""
+
+
+class OutputError(MitoscopeError):
+    """Results cannot be written (directory not writable, disk full, ...)."""
+
+
+class MissingDependencyError(MitoscopeError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(f'{package} is not installed; run: pip install "mitoscope[{extra}]"')
+        self.package = package
+        self.extra = extra

@@ -1,0 +1,509 @@
+"""One slide-reader interface over real backends.
+
+``open_slide(path)`` picks a backend: OpenSlide (SVS, NDPI, MRXS, SCN, generic pyramidal TIFF,
+...), tiffslide (OME-TIFF and TIFF that OpenSlide cannot read), plain images (PNG/JPEG/TIFF/BMP
+regions through Pillow/tifffile), DICOM WSI through wsidicom (extra ``dicom``), or an in-memory
+array (:class:`ArraySlide`). Every backend returns RGB ``uint8`` arrays and uses level-0 pixel
+coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingMetadataError, RegionError, SlideOpenError
+from ..types import Region, SlideInfo
+from ..units import validate_mpp
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+TIFF_SUFFIXES = {".tif", ".tiff", ".ome.tif", ".ome.tiff"}
+BACKENDS = ("auto", "openslide", "tiffslide", "image", "dicom")
+
+
+class SlideReader(ABC):
+    """Common interface of all slide backends (use as a context manager)."""
+
+    info: SlideInfo
+
+    @abstractmethod
+    def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        """Read an in-bounds region; ``x, y`` level-0, ``w, h`` at ``level``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public API -------------------------------------------------------------------------
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int], *, clip: bool = False
+    ) -> np.ndarray:
+        """Read ``size = (w, h)`` pixels at ``level`` whose top-left is ``location`` (level 0).
+
+        Returns an ``(h, w, 3)`` uint8 RGB array. A region that leaves the slide raises
+        :class:`RegionError` unless ``clip=True``, in which case the outside is white.
+        """
+        info = self.info
+        if not 0 <= level < info.levels:
+            raise RegionError(
+                f"level {level} does not exist (slide has levels 0-{info.levels - 1})"
+            )
+        x, y = int(location[0]), int(location[1])
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0:
+            raise RegionError(f"region size must be positive, got {w}x{h}")
+        ds = info.level_downsamples[level]
+        x1 = x + int(math.ceil(w * ds))
+        y1 = y + int(math.ceil(h * ds))
+        inside = x >= 0 and y >= 0 and x1 <= info.width + ds and y1 <= info.height + ds
+        if inside:
+            return self._checked_read(x, y, level, w, h)
+        if not clip:
+            raise RegionError(
+                f"region x={x} y={y} {w}x{h} at level {level} lies outside the slide "
+                f"({info.width}x{info.height} px at level 0)"
+            )
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        cx0, cy0 = max(x, 0), max(y, 0)
+        cx1, cy1 = min(x1, info.width), min(y1, info.height)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return out
+        ox, oy = int((cx0 - x) / ds), int((cy0 - y) / ds)
+        cw = min(int((cx1 - cx0) / ds), w - ox)
+        ch = min(int((cy1 - cy0) / ds), h - oy)
+        if cw > 0 and ch > 0:
+            out[oy : oy + ch, ox : ox + cw] = self._checked_read(cx0, cy0, level, cw, ch)
+        return out
+
+    def _checked_read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        try:
+            arr = self._read(x, y, level, w, h)
+        except RegionError:
+            raise
+        except Exception as exc:  # backend decode errors -> clear message
+            raise SlideOpenError(
+                f"cannot decode {self.info.path.name} at x={x} y={y} level={level}: "
+                f"{type(exc).__name__}: {exc}".strip()
+            ) from exc
+        return _to_rgb(arr)
+
+    def best_level_for_mpp(self, target_mpp: float) -> int:
+        """The coarsest level whose pixel size is still at most ``target_mpp`` (1% slack)."""
+        best = 0
+        for lvl in range(self.info.levels):
+            if self.info.level_mpp(lvl) <= target_mpp * 1.01:
+                best = lvl
+        return best
+
+    def read_region_mpp(
+        self, region: Region, target_mpp: float, *, clip: bool = True
+    ) -> np.ndarray:
+        """Read a level-0 ``region`` resampled to pixel size ``target_mpp``.
+
+        Reads from the coarsest level that is at least as fine as ``target_mpp`` and resizes;
+        the output has ``round(region.width * mpp / target_mpp)`` columns.
+        """
+        from skimage.transform import resize
+
+        info = self.info
+        out_w = max(1, int(round(region.width * info.mpp / target_mpp)))
+        out_h = max(1, int(round(region.height * info.mpp / target_mpp)))
+        level = self.best_level_for_mpp(target_mpp)
+        ds = info.level_downsamples[level]
+        lw = max(1, int(math.ceil(region.width / ds)))
+        lh = max(1, int(math.ceil(region.height / ds)))
+        img = self.read_region((region.x, region.y), level, (lw, lh), clip=clip)
+        if img.shape[0] == out_h and img.shape[1] == out_w:
+            return img
+        shrinking = out_w < img.shape[1]
+        res = resize(img, (out_h, out_w), order=1, preserve_range=True, anti_aliasing=shrinking)
+        return np.clip(res + 0.5, 0, 255).astype(np.uint8)
+
+    def get_thumbnail(self, max_size: int = 2048) -> np.ndarray:
+        """An RGB thumbnail whose longer side is at most ``max_size`` pixels."""
+        from PIL import Image
+
+        info = self.info
+        scale = max(info.width, info.height) / float(max_size)
+        level = 0
+        for lvl in range(info.levels):
+            if info.level_downsamples[lvl] <= max(scale, 1.0):
+                level = lvl
+        lw, lh = info.level_dimensions[level]
+        img = self.read_region((0, 0), level, (lw, lh), clip=True)
+        if max(lw, lh) > max_size:
+            pil = Image.fromarray(img)
+            pil.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
+            img = np.asarray(pil)
+        return img
+
+    def __repr__(self) -> str:
+        i = self.info
+        return f"<{type(self).__name__} {i.path.name} {i.width}x{i.height} mpp={i.mpp:g}>"
+
+
+def _to_rgb(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.shape[-1] == 4:
+        rgb = arr[..., :3].astype(np.float32)
+        alpha = arr[..., 3:4].astype(np.float32) / 255.0
+        arr = rgb * alpha + 255.0 * (1.0 - alpha)  # transparent (outside scan) -> white
+        arr = np.clip(arr + 0.5, 0, 255)
+    if arr.dtype != np.uint8:
+        if arr.dtype == np.uint16:
+            arr = (arr // 257).astype(np.uint8)
+        else:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def _resolve_mpp(found: float | None, user: float | None, path: Path) -> tuple[float, str]:
+    if user is not None:
+        return validate_mpp(user, name="--mpp"), "user"
+    if found is not None and math.isfinite(found) and found > 0:
+        try:
+            return validate_mpp(found, name="pixel size in metadata"), "metadata"
+        except Exception:
+            pass
+    raise MissingMetadataError(
+        f"{path.name} has no usable pixel size in its metadata; pass it with --mpp (um/px, "
+        f"e.g. --mpp 0.25 for a 40x scan)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+class OpenSlideReader(SlideReader):
+    """OpenSlide backend (``openslide-python`` with ``openslide-bin``)."""
+
+    def __init__(self, path: Path, *, mpp: float | None = None) -> None:
+        import openslide
+
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except Exception as exc:
+            raise SlideOpenError(f"cannot open {path.name} with OpenSlide: {exc}") from exc
+        props = self._slide.properties
+        found = None
+        for key in ("openslide.mpp-x", "openslide.mpp-y"):
+            if key in props:
+                try:
+                    found = float(props[key])
+                    break
+                except ValueError:
+                    pass
+        value, source = _resolve_mpp(found, mpp, path)
+        obj = props.get("openslide.objective-power")
+        self.info = SlideInfo(
+            path=path,
+            backend="openslide",
+            width=int(self._slide.dimensions[0]),
+            height=int(self._slide.dimensions[1]),
+            level_dimensions=tuple((int(w), int(h)) for w, h in self._slide.level_dimensions),
+            level_downsamples=tuple(float(d) for d in self._slide.level_downsamples),
+            mpp=value,
+            mpp_source=source,
+            vendor=props.get("openslide.vendor"),
+            objective_power=_float_or_none(obj),
+            format=props.get("openslide.vendor"),
+        )
+
+    def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        img = self._slide.read_region((x, y), level, (w, h))
+        return np.asarray(img)
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class TiffSlideReader(SlideReader):
+    """tiffslide backend (pure Python; OME-TIFF and TIFFs that OpenSlide reads badly)."""
+
+    def __init__(self, path: Path, *, mpp: float | None = None) -> None:
+        import tiffslide
+
+        try:
+            self._slide = tiffslide.TiffSlide(str(path))
+            dims = self._slide.dimensions
+        except Exception as exc:
+            raise SlideOpenError(f"cannot open {path.name} with tiffslide: {exc}") from exc
+        props = self._slide.properties
+        found = _float_or_none(props.get("tiffslide.mpp-x"))
+        value, source = _resolve_mpp(found, mpp, path)
+        self.info = SlideInfo(
+            path=path,
+            backend="tiffslide",
+            width=int(dims[0]),
+            height=int(dims[1]),
+            level_dimensions=tuple((int(w), int(h)) for w, h in self._slide.level_dimensions),
+            level_downsamples=tuple(float(d) for d in self._slide.level_downsamples),
+            mpp=value,
+            mpp_source=source,
+            vendor=props.get("tiffslide.vendor"),
+            objective_power=_float_or_none(props.get("tiffslide.objective-power")),
+            format=props.get("tiffslide.vendor"),
+        )
+
+    def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        return np.asarray(self._slide.read_region((x, y), level, (w, h), as_array=True))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class ArraySlide(SlideReader):
+    """An in-memory RGB array that behaves like a one-level slide."""
+
+    def __init__(
+        self, image: np.ndarray, *, mpp: float, path: str | Path = "<array>", backend: str = "array"
+    ) -> None:
+        image = _to_rgb(np.asarray(image))
+        if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            raise SlideOpenError(f"{Path(path).name}: image has no pixels")
+        self._image = image
+        h, w = image.shape[:2]
+        self.info = SlideInfo(
+            path=Path(path),
+            backend=backend,
+            width=w,
+            height=h,
+            level_dimensions=((w, h),),
+            level_downsamples=(1.0,),
+            mpp=validate_mpp(mpp),
+            mpp_source="user",
+            format=backend,
+        )
+
+    def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        sub = self._image[y : y + h, x : x + w]
+        out[: sub.shape[0], : sub.shape[1]] = sub
+        return out
+
+
+class ImageReader(ArraySlide):
+    """A plain region image (PNG, JPEG, BMP, flat TIFF) loaded into memory."""
+
+    def __init__(self, path: Path, *, mpp: float | None = None) -> None:
+        image, found = _load_plain_image(path)
+        value, source = _resolve_mpp(found, mpp, path)
+        super().__init__(image, mpp=value, path=path, backend="image")
+        object.__setattr__(self.info, "mpp_source", source)
+        object.__setattr__(self.info, "format", path.suffix.lower().lstrip(".") or "image")
+
+
+class DicomReader(SlideReader):
+    """DICOM WSI through ``wsidicom`` (extra ``dicom``); ``path`` is a folder or a .dcm file."""
+
+    def __init__(self, path: Path, *, mpp: float | None = None) -> None:
+        try:
+            from wsidicom import WsiDicom
+        except ImportError:
+            from ..errors import MissingDependencyError
+
+            raise MissingDependencyError("wsidicom", "dicom") from None
+        try:
+            self._slide = WsiDicom.open(str(path))
+        except Exception as exc:
+            raise SlideOpenError(f"cannot open {path.name} as DICOM WSI: {exc}") from exc
+        levels = list(self._slide.levels)
+        dims = tuple((int(lv.size.width), int(lv.size.height)) for lv in levels)
+        w0 = dims[0][0]
+        found = None
+        try:
+            found = float(self._slide.levels[0].mpp.width)
+        except Exception:
+            found = None
+        value, source = _resolve_mpp(found, mpp, path)
+        self._levels = levels
+        self.info = SlideInfo(
+            path=path,
+            backend="dicom",
+            width=dims[0][0],
+            height=dims[0][1],
+            level_dimensions=dims,
+            level_downsamples=tuple(w0 / float(d[0]) for d in dims),
+            mpp=value,
+            mpp_source=source,
+            vendor="DICOM",
+            format="dicom",
+        )
+
+    def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        lvl = self._levels[level]
+        ds = self.info.level_downsamples[level]
+        img = lvl.get_region((int(x / ds), int(y / ds)), (w, h))
+        return np.asarray(img)
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+# --------------------------------------------------------------------------------------------
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _load_plain_image(path: Path) -> tuple[np.ndarray, float | None]:
+    """Load a flat image and the pixel size its metadata states (um/px), if any."""
+    from PIL import Image, UnidentifiedImageError
+
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(str(path)) as tf:
+                page = tf.pages[0]
+                image = page.asarray()
+                found = _tiff_mpp(page)
+        except Exception as exc:
+            raise SlideOpenError(f"cannot read {path.name} as TIFF: {exc}") from exc
+        return image, found
+    try:
+        with Image.open(path) as im:
+            im.load()
+            dpi = im.info.get("dpi")
+            image = np.asarray(
+                im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
+            )
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SlideOpenError(f"cannot read {path.name} as an image: {exc}") from exc
+    found = None
+    if dpi and dpi[0] and float(dpi[0]) > 1.5:  # 1 dpi / 72 dpi defaults carry no information
+        candidate = 25400.0 / float(dpi[0])
+        if candidate < 20:  # a real microscope resolution, not a screen default (72/96 dpi)
+            found = candidate
+    return image, found
+
+
+def _tiff_mpp(page: Any) -> float | None:
+    tags = page.tags
+    res = tags.get("XResolution")
+    unit = tags.get("ResolutionUnit")
+    if res is None or unit is None:
+        return None
+    num, den = res.value if isinstance(res.value, tuple) else (res.value, 1)
+    if not num:
+        return None
+    per_unit = float(num) / float(den or 1)
+    unit_v = int(unit.value)
+    if unit_v == 3:  # centimetre
+        mpp = 1e4 / per_unit
+    elif unit_v == 2:  # inch
+        mpp = 25400.0 / per_unit
+    else:
+        return None
+    return mpp if mpp < 20 else None
+
+
+def _detect_backend(path: Path) -> str:
+    if path.is_dir():
+        if any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+            return "dicom"
+        raise SlideOpenError(f"{path} is a directory, not a slide (DICOM folders need .dcm files)")
+    suffix = path.suffix.lower()
+    if suffix == ".dcm":
+        return "dicom"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    import openslide
+
+    try:
+        fmt = openslide.OpenSlide.detect_format(str(path))
+    except Exception:
+        fmt = None
+    if fmt is not None and not (fmt == "generic-tiff" and not _is_tiled_tiff(path)):
+        return "openslide"
+    if suffix in (".tif", ".tiff"):
+        return "tiffslide" if _is_tiled_tiff(path) else "image"
+    # last resort: can Pillow read it?
+    return "image"
+
+
+def _is_tiled_tiff(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tf:
+            return bool(tf.pages[0].is_tiled) or len(tf.series[0].levels) > 1
+    except Exception:
+        return False
+
+
+def open_slide(path: str | Path, *, mpp: float | None = None, backend: str = "auto") -> SlideReader:
+    """Open a whole-slide image or a region image.
+
+    Parameters
+    ----------
+    path : str or Path
+        The slide (SVS, NDPI, MRXS, SCN, pyramidal TIFF, OME-TIFF, DICOM folder, ...) or a
+        plain image (PNG, JPEG, TIFF, BMP).
+    mpp : float, optional
+        Pixel size of level 0 in um/px. Overrides the metadata; required when the file has none.
+    backend : {"auto", "openslide", "tiffslide", "image", "dicom"}
+
+    Raises
+    ------
+    SlideOpenError, MissingMetadataError, InvalidInputError
+
+    Examples
+    --------
+    >>> with open_slide("slide.svs") as s:  # doctest: +SKIP
+    ...     tile = s.read_region((0, 0), 0, (512, 512))
+    """
+    path = Path(path)
+    if backend not in BACKENDS:
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not path.exists():
+        raise SlideOpenError(f"{path}: no such file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise SlideOpenError(f"{path.name} is empty (0 bytes)")
+    if mpp is not None:
+        mpp = validate_mpp(mpp, name="--mpp")
+    kind = _detect_backend(path) if backend == "auto" else backend
+    if kind == "openslide":
+        reader: SlideReader = OpenSlideReader(path, mpp=mpp)
+    elif kind == "tiffslide":
+        reader = TiffSlideReader(path, mpp=mpp)
+    elif kind == "dicom":
+        reader = DicomReader(path, mpp=mpp)
+    else:
+        reader = ImageReader(path, mpp=mpp)
+    _probe(reader)
+    return reader
+
+
+def _probe(reader: SlideReader) -> None:
+    """Decode one small region of the coarsest level so corrupt files fail at open time."""
+    info = reader.info
+    lvl = info.levels - 1
+    w, h = info.level_dimensions[lvl]
+    try:
+        reader.read_region((0, 0), lvl, (min(w, 64), min(h, 64)))
+        reader.read_region(
+            (
+                int((w - min(w, 64)) * info.level_downsamples[lvl]),
+                int((h - min(h, 64)) * info.level_downsamples[lvl]),
+            ),
+            lvl,
+            (min(w, 64), min(h, 64)),
+        )
+    except SlideOpenError as exc:
+        reader.close()
+        raise SlideOpenError(f"{info.path.name} is corrupt or truncated: {exc}") from exc

@@ -1,0 +1,116 @@
+"""Tissue detection on a thumbnail.
+
+Method (documented in ``docs/tissue.md``):
+
+1. Read a thumbnail at about ``thumb_mpp`` um/px (default 8 um/px; never finer than level 0).
+2. Per pixel, compute HSV saturation and value. Background glass is bright and unsaturated;
+   stained tissue is saturated. Threshold saturation with Otsu's method, bounded to
+   ``[0.05, 0.25]`` so that an all-tissue or all-glass thumbnail does not get an absurd threshold.
+3. Remove artefacts: very dark pixels (value < 0.12: folds, dirt, scanner black borders) and pen
+   marks (saturated green/blue hues, 0.2-0.62 in HSV, which H&E does not produce: eosin is pink,
+   haematoxylin purple).
+4. Morphological closing over ~``close_um``, hole filling, and removal of components smaller
+   than ``min_area_um2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .reader import SlideReader
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """A boolean tissue mask over the slide at ``downsample`` (level-0 px per mask px)."""
+
+    mask: np.ndarray
+    downsample: float
+    mpp: float  # um per mask pixel
+
+    @property
+    def area_mm2(self) -> float:
+        return float(self.mask.sum()) * (self.mpp / 1000.0) ** 2
+
+    def fraction_in(self, x0: float, y0: float, x1: float, y1: float) -> float:
+        """Share of tissue pixels in a level-0 rectangle."""
+        h, w = self.mask.shape
+        i0 = int(np.clip(np.floor(y0 / self.downsample), 0, h))
+        i1 = int(np.clip(np.ceil(y1 / self.downsample), 0, h))
+        j0 = int(np.clip(np.floor(x0 / self.downsample), 0, w))
+        j1 = int(np.clip(np.ceil(x1 / self.downsample), 0, w))
+        if i1 <= i0 or j1 <= j0:
+            return 0.0
+        return float(self.mask[i0:i1, j0:j1].mean())
+
+    def contains(self, x_px: np.ndarray, y_px: np.ndarray) -> np.ndarray:
+        """Whether level-0 points lie on tissue."""
+        h, w = self.mask.shape
+        i = np.clip((np.asarray(y_px) / self.downsample).astype(np.int64), 0, h - 1)
+        j = np.clip((np.asarray(x_px) / self.downsample).astype(np.int64), 0, w - 1)
+        return self.mask[i, j]
+
+
+def tissue_mask_from_rgb(
+    rgb: np.ndarray,
+    *,
+    mpp: float,
+    min_area_um2: float = 2000.0,
+    close_um: float = 40.0,
+) -> np.ndarray:
+    """Boolean tissue mask of an RGB image with pixel size ``mpp`` (um/px)."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hsv
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import disk
+
+    if rgb.size == 0:
+        return np.zeros(rgb.shape[:2], dtype=bool)
+    hsv = rgb2hsv(rgb[..., :3])
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    # background ("glass") is bright and grey; exclude pure white/black padding
+    try:
+        t = float(threshold_otsu(sat)) if np.ptp(sat) > 1e-3 else 0.1
+    except ValueError:
+        t = 0.1
+    t = float(np.clip(t, 0.05, 0.25))
+    tissue = sat > t
+    tissue &= val > 0.12  # dark artefacts
+    pen = (hue > 0.2) & (hue < 0.62) & (sat > 0.2)
+    tissue &= ~pen
+    r = max(1, int(round(close_um / mpp / 2)))
+    if min(tissue.shape) > 2 * r:
+        tissue = ndi.binary_closing(tissue, structure=disk(r), border_value=0) | tissue
+    tissue = ndi.binary_fill_holes(tissue)
+    min_px = max(1, int(min_area_um2 / (mpp * mpp)))
+    tissue = _remove_small(tissue, min_px)
+    return tissue.astype(bool)
+
+
+def _remove_small(mask: np.ndarray, min_px: int) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    keep = sizes >= min_px
+    keep[0] = False
+    return keep[lab]
+
+
+def detect_tissue(
+    reader: SlideReader, *, thumb_mpp: float = 8.0, max_size: int = 4096
+) -> TissueMask:
+    """Detect tissue on a thumbnail of ``reader`` (see module docstring for the method)."""
+    info = reader.info
+    target = max(thumb_mpp, info.mpp)
+    longest = max(info.width, info.height)
+    size = int(min(max_size, max(1, round(longest * info.mpp / target))))
+    thumb = reader.get_thumbnail(size)
+    ds = info.width / thumb.shape[1]
+    mask_mpp = info.mpp * ds
+    mask = tissue_mask_from_rgb(thumb, mpp=mask_mpp)
+    return TissueMask(mask=mask, downsample=ds, mpp=mask_mpp)
