@@ -7,10 +7,11 @@ Method (documented in ``docs/tissue.md``):
    stained tissue is saturated. Threshold saturation with Otsu's method, bounded to
    ``[0.05, 0.25]`` so that an all-tissue or all-glass thumbnail does not get an absurd threshold.
 3. Remove artefacts: very dark pixels (value < 0.12: folds, dirt, scanner black borders) and pen
-   marks (saturated green/blue hues, 0.2-0.62 in HSV, which H&E does not produce: eosin is pink,
+   marks (saturated green/blue hues, 0.2-0.66 in HSV, which H&E does not produce: eosin is pink,
    haematoxylin purple).
-4. Morphological closing over ~``close_um``, hole filling, and removal of components smaller
-   than ``min_area_um2``.
+4. Morphological closing over ~``close_um``, filling of holes smaller than ``max_hole_um2``
+   (larger lumina and tears stay background), and removal of components smaller than
+   ``min_area_um2``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def tissue_mask_from_rgb(
     mpp: float,
     min_area_um2: float = 2000.0,
     close_um: float = 40.0,
+    max_hole_um2: float = 20000.0,
 ) -> np.ndarray:
     """Boolean tissue mask of an RGB image with pixel size ``mpp`` (um/px)."""
     from scipy import ndimage as ndi
@@ -78,15 +80,29 @@ def tissue_mask_from_rgb(
     t = float(np.clip(t, 0.05, 0.25))
     tissue = sat > t
     tissue &= val > 0.12  # dark artefacts
-    pen = (hue > 0.2) & (hue < 0.62) & (sat > 0.2)
+    pen = (hue > 0.2) & (hue < 0.66) & (sat > 0.3)
     tissue &= ~pen
     r = max(1, int(round(close_um / mpp / 2)))
     if min(tissue.shape) > 2 * r:
         tissue = ndi.binary_closing(tissue, structure=disk(r), border_value=0) | tissue
-    tissue = ndi.binary_fill_holes(tissue)
+    tissue = _fill_small_holes(tissue, max(1, int(max_hole_um2 / (mpp * mpp))))
     min_px = max(1, int(min_area_um2 / (mpp * mpp)))
     tissue = _remove_small(tissue, min_px)
     return tissue.astype(bool)
+
+
+def _fill_small_holes(mask: np.ndarray, max_px: int) -> np.ndarray:
+    """Fill background holes smaller than ``max_px`` (lumina larger than that stay background)."""
+    from scipy import ndimage as ndi
+
+    holes = ndi.binary_fill_holes(mask) & ~mask
+    lab, n = ndi.label(holes)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    small = sizes <= max_px
+    small[0] = False
+    return mask | small[lab]
 
 
 def _remove_small(mask: np.ndarray, min_px: int) -> np.ndarray:
