@@ -1,0 +1,125 @@
+"""The proposer interface and the name -> proposer factory."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..types import Candidates
+
+#: OMG-Net's candidate size range (um²): smaller or larger objects are not nuclei.
+MIN_AREA_UM2 = 2.25
+MAX_AREA_UM2 = 225.0
+
+PROPOSERS = ("classical", "sam")
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """Something that turns an RGB tile into masked candidates.
+
+    ``propose(image, mpp=...)`` takes an ``(H, W, 3)`` uint8 RGB array with pixel size ``mpp``
+    (um/px) and returns :class:`~mitoscope.types.Candidates` in *image* pixel coordinates, with
+    one boolean mask per candidate cropped to its bounding box (``mask_downsample=1.0``).
+    """
+
+    name: str
+
+    def propose(self, image: np.ndarray, *, mpp: float) -> Candidates: ...
+
+
+def get_proposer(name: str = "classical", **options: Any) -> Proposer:
+    """Build a proposer by name.
+
+    Parameters
+    ----------
+    name : {"classical", "sam"}
+        ``classical`` needs no weights (the default); ``sam`` needs ``checkpoint=`` (a Segment
+        Anything checkpoint file) and optionally ``variant=`` (``vit_h``, ``vit_l``, ``vit_b``).
+    **options
+        Keyword arguments of :class:`ClassicalProposer` / :class:`SamProposer`.
+
+    Examples
+    --------
+    >>> get_proposer("classical").name
+    'classical'
+    """
+    key = str(name).strip().lower()
+    if key == "classical":
+        from .classical import ClassicalProposer
+
+        return ClassicalProposer(**options)
+    if key == "sam":
+        from .sam import SamProposer
+
+        return SamProposer(**options)
+    raise InvalidInputError(f"unknown proposer {name!r}; choose one of {', '.join(PROPOSERS)}")
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an RGB tile and return it as ``uint8 (H, W, 3)``."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise InvalidInputError(f"expected an (H, W, 3) RGB image, got shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def objects_from_labels(
+    labels: np.ndarray,
+    *,
+    mpp: float,
+    score_image: np.ndarray,
+    min_area_um2: float = MIN_AREA_UM2,
+    max_area_um2: float = MAX_AREA_UM2,
+    proposer: str = "",
+) -> Candidates:
+    """Turn a label image (0 = background) into :class:`Candidates` in image pixels.
+
+    Centroids, areas and mean ``score_image`` are computed in one vectorised pass
+    (``np.bincount`` over foreground pixels); objects outside ``[min_area_um2, max_area_um2]``
+    are dropped. Masks are cropped to the (exclusive) bounding box.
+    """
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return Candidates.empty(proposer)
+    flat_lab = labels.ravel()
+    fg = np.flatnonzero(flat_lab)
+    lab = flat_lab[fg]
+    width = labels.shape[1]
+    area = np.bincount(lab, minlength=n + 1)[1:].astype(np.float64)
+    px_um2 = float(mpp) ** 2
+    keep = (area * px_um2 >= min_area_um2) & (area * px_um2 <= max_area_um2)
+    if not keep.any():
+        return Candidates.empty(proposer)
+    ys = np.bincount(lab, weights=(fg // width).astype(np.float64), minlength=n + 1)[1:]
+    xs = np.bincount(lab, weights=(fg % width).astype(np.float64), minlength=n + 1)[1:]
+    sc = np.bincount(
+        lab, weights=np.asarray(score_image, dtype=np.float64).ravel()[fg], minlength=n + 1
+    )[1:]
+    slices = ndi.find_objects(labels)
+    ids = np.flatnonzero(keep)
+    bbox = np.empty((len(ids), 4), dtype=np.int64)
+    masks = []
+    for k, i in enumerate(ids):
+        sy, sx = slices[i]
+        bbox[k] = (sx.start, sy.start, sx.stop, sy.stop)
+        masks.append(labels[sy, sx] == i + 1)
+    a = area[ids]
+    return Candidates(
+        x_px=xs[ids] / a,
+        y_px=ys[ids] / a,
+        bbox=bbox,
+        area_um2=a * px_um2,
+        score=sc[ids] / a,
+        masks=masks,
+        proposer=proposer,
+        mask_downsample=1.0,
+    )
