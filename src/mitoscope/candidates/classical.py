@@ -6,7 +6,8 @@ Method (all sizes in micrometres, converted with the tile's pixel size):
    concentration ``H`` and mean optical density ``OD`` (darkness) per pixel, both Gaussian-smoothed
    over ``smooth_um``.
 2. **Nuclei path.** Foreground ``H > t`` with ``t`` = Otsu's threshold of ``H`` over tissue
-   pixels (``OD > background_od``), clipped to ``h_threshold_bounds`` so an all-glass or
+   pixels (``OD > background_od``; near-black pixels with every channel below ``void_max_rgb``,
+   i.e. scanner borders and padding, count as empty), clipped to ``h_threshold_bounds`` so an all-glass or
    all-dark tile cannot produce an absurd threshold. Holes are filled; components larger than
    ``max_component_um2`` (folds, dark debris, a black tile) are not split. Touching nuclei are
    split by a marker watershed on the distance transform (markers: distance maxima at least
@@ -44,6 +45,7 @@ class ClassicalConfig:
     max_area_um2: float = MAX_AREA_UM2
     smooth_um: float = 0.4
     background_od: float = 0.12
+    void_max_rgb: int = 20
     h_threshold_bounds: tuple[float, float] = (0.2, 0.6)
     max_component_um2: float = 3000.0
     split_distance_um: float = 3.0
@@ -97,6 +99,11 @@ class ClassicalProposer:
         h = np.maximum(od3 @ HED_FROM_RGB[:, 0].astype(np.float32), 0.0)
         od = od3.mean(axis=-1)
         del od3
+        # near-black pixels (scanner borders, padding, ink) are not stain: no nucleus there
+        void = rgb.max(axis=-1) < cfg.void_max_rgb
+        if void.any():
+            h[void] = 0.0
+            od[void] = 0.0
         sigma = cfg.smooth_um / mpp
         if sigma >= 0.3:
             h = ndi.gaussian_filter(h, sigma, mode="nearest")
