@@ -1,0 +1,137 @@
+"""Hotspot exactness, counts per mm², atypical ratio and density map."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mitoscope.count import (
+    HPF10_AREA_MM2,
+    atypical_ratio,
+    density_map,
+    hotspot,
+    mitoses_per_mm2,
+)
+from mitoscope.slide.tissue import TissueMask
+
+
+def _count_at(pts: np.ndarray, centre: tuple[float, float], r: float) -> int:
+    d = np.hypot(pts[:, 0] - centre[0], pts[:, 1] - centre[1])
+    return int(np.count_nonzero(d <= r * (1 + 1e-6)))
+
+
+def _grid_max(pts: np.ndarray, r: float, step: float, lo: float, hi: float) -> int:
+    g = np.arange(lo, hi + step, step)
+    gx, gy = np.meshgrid(g, g)
+    c = np.column_stack([gx.ravel(), gy.ravel()])
+    d2 = (c[:, None, 0] - pts[None, :, 0]) ** 2 + (c[:, None, 1] - pts[None, :, 1]) ** 2
+    return int((d2 <= r * r).sum(axis=1).max())
+
+
+def test_radius_of_standard_fields() -> None:
+    h2 = hotspot(np.zeros(0), np.zeros(0), mpp=0.25)
+    assert h2.radius_um == pytest.approx(797.88, abs=0.01)
+    h10 = hotspot(np.zeros(0), np.zeros(0), mpp=0.25, area_mm2=HPF10_AREA_MM2)
+    assert h10.radius_um == pytest.approx(math.sqrt(2.37 / math.pi) * 1000)
+    assert h10.area_mm2 == 2.37
+    assert h2.count == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_beats_dense_grid_search(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    # clustered + uniform points in a 4 x 4 mm square at 1 um/px
+    centres = rng.uniform(0, 4000, (3, 2))
+    pts = np.concatenate(
+        [
+            rng.uniform(0, 4000, (n, 2)),
+            centres[rng.integers(0, 3, n)] + rng.normal(0, 500, (n, 2)),
+        ]
+    )
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=1.0)
+    r = h.radius_um
+    grid = _grid_max(pts, r, step=40.0, lo=-800, hi=4800)
+    assert h.count >= grid
+    assert _count_at(pts, h.center_px, r) == h.count  # the reported centre really holds it
+
+
+def test_two_points_on_boundary_only_reachable_by_pair_centres() -> None:
+    # three points on a circle of radius r: only a centre at the circle's centre covers all,
+    # which is neither a point nor (generally) found by a coarse grid
+    r = math.sqrt(2.0 / math.pi) * 1000.0
+    ang = np.array([0.0, 2.0, 4.0])
+    pts = np.column_stack([5000 + r * np.cos(ang), 5000 + r * np.sin(ang)])
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=1.0)
+    assert h.count == 3
+    assert _count_at(pts, h.center_px, r) == 3
+
+
+def test_cluster_wins_over_scattered_points() -> None:
+    rng = np.random.default_rng(1)
+    cluster = rng.normal(0, 50, (12, 2)) + (20000, 20000)
+    scattered = rng.uniform(0, 60000, (30, 2))
+    pts = np.concatenate([cluster, scattered])
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=0.25)
+    assert h.count >= 12
+    assert math.hypot(h.center_px[0] - 20000, h.center_px[1] - 20000) < h.radius_um / 0.25
+
+
+def test_centre_restricted_to_tissue() -> None:
+    # 10 points clustered over glass at the left, 6 over tissue at the right
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[:, 120:] = True  # tissue: x >= 120 * 40 = 4800 px
+    tissue = TissueMask(mask=mask, downsample=40.0, mpp=40.0)
+    left = np.column_stack([np.full(10, 1000.0), np.linspace(1000, 1200, 10)])
+    right = np.column_stack([np.full(6, 7000.0), np.linspace(1000, 1100, 6)])
+    pts = np.concatenate([left, right])
+    free = hotspot(pts[:, 0], pts[:, 1], mpp=1.0)
+    assert free.count == 10
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=1.0, tissue=tissue)
+    assert bool(tissue.contains(np.array([h.center_px[0]]), np.array([h.center_px[1]]))[0])
+    # r = 798 px: from tissue (x >= 4800) the left cluster is out of reach; the right one fits
+    assert h.count == 6
+
+
+def test_tissue_restricted_uses_boundary_when_vertices_are_off_tissue() -> None:
+    # one point on glass 790 px left of the tissue edge and one on tissue 50 px right of it
+    # (840 px apart, r = 798 px): the pair centres lie on glass and a centre on the right point
+    # misses the left one; only centres near the tissue edge cover both
+    mask = np.zeros((50, 100), dtype=bool)
+    mask[:, 50:] = True  # tissue from x = 500 px (downsample 10)
+    tissue = TissueMask(mask=mask, downsample=10.0, mpp=10.0)
+    pts = np.array([[500.0 - 790.0, 250.0], [500.0 + 50.0, 250.0]])
+    only_exact = hotspot(pts[:, 0], pts[:, 1], mpp=1.0, tissue=tissue, candidates_only=True)
+    assert only_exact.count == 1
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=1.0, tissue=tissue)
+    assert h.count == 2
+    assert bool(tissue.contains(np.array([h.center_px[0]]), np.array([h.center_px[1]]))[0])
+
+
+def test_region_smaller_than_field_is_stated() -> None:
+    h = hotspot(np.array([10.0, 20.0]), np.array([10.0, 20.0]), mpp=0.5, extent_px=(2220, 2967))
+    assert h.field_fits is False
+    assert "smaller than" in h.note
+    big = hotspot(np.array([10.0]), np.array([10.0]), mpp=0.25, extent_px=(40000, 40000))
+    assert big.field_fits is True and big.note == ""
+
+
+def test_mitoses_per_mm2_and_atypical_ratio() -> None:
+    assert mitoses_per_mm2(10, 2.5) == 4.0
+    assert mitoses_per_mm2(3, 0.0) is None
+    assert atypical_ratio(np.array([0.9, 0.1, 0.6, 0.2]), threshold=0.5) == 0.5
+    assert atypical_ratio(np.array([np.nan, np.nan])) is None
+    assert atypical_ratio(np.zeros(0)) is None
+
+
+def test_density_map_integrates_to_count() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(2000, 8000, 50)
+    y = rng.uniform(2000, 6000, 50)
+    ds, mpp = 32.0, 0.25
+    dens = density_map(x, y, shape=(250, 320), downsample=ds, mpp=mpp, sigma_um=100)
+    cell_mm2 = (ds * mpp / 1000.0) ** 2
+    assert dens.sum() * cell_mm2 == pytest.approx(50, rel=1e-3)
+    assert dens.max() > 0 and dens[0, 0] == 0
