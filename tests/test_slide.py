@@ -266,3 +266,28 @@ def test_cli_verbose_shows_traceback(tmp_path: Path) -> None:
     r = run_cli("--verbose", "info", str(tmp_path / "missing.svs"))
     assert r.returncode == 2
     assert "Traceback" in r.stderr
+
+
+def test_dicom_wsi(tmp_path: Path, cmu_svs: Path) -> None:
+    """A real DICOM WSI (the SVS converted by wsidicomizer) reads like the original."""
+    pytest.importorskip("wsidicom")
+    wsidicomizer = pytest.importorskip("wsidicomizer")
+    from wsidicomizer.sources import TiffSlideSource
+
+    out = tmp_path / "dicom"
+    out.mkdir()
+    wsidicomizer.WsiDicomizer.convert(
+        cmu_svs,
+        out,
+        include_label=False,
+        include_overview=False,
+        include_thumbnail=False,
+        preferred_source=TiffSlideSource,
+    )
+    with open_slide(out) as d, open_slide(cmu_svs) as s:
+        assert d.info.backend == "dicom"
+        assert (d.info.width, d.info.height) == (2220, 2967)
+        assert d.info.mpp == pytest.approx(0.499, abs=1e-3)
+        a = d.read_region((500, 700), 0, (128, 96)).astype(int)
+        b = s.read_region((500, 700), 0, (128, 96)).astype(int)
+        assert np.abs(a - b).mean() < 3  # re-encoded JPEG tiles

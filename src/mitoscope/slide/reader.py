@@ -155,7 +155,9 @@ def _to_rgb(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
-    if arr.shape[-1] == 4:
+    if arr.shape[-1] == 4 and arr.dtype == np.uint8 and arr[..., 3].min() == 255:
+        arr = arr[..., :3]  # opaque: nothing to composite
+    elif arr.shape[-1] == 4:
         rgb = arr[..., :3].astype(np.float32)
         alpha = arr[..., 3:4].astype(np.float32) / 255.0
         arr = rgb * alpha + 255.0 * (1.0 - alpha)  # transparent (outside scan) -> white
@@ -220,6 +222,10 @@ class OpenSlideReader(SlideReader):
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         img = self._slide.read_region((x, y), level, (w, h))
+        # fast path (perf, see docs/benchmarks.md): a fully opaque region needs no alpha
+        # compositing; PIL drops the alpha band faster than a strided numpy copy
+        if img.getchannel("A").getextrema()[0] == 255:
+            return np.asarray(img.convert("RGB"))
         return np.asarray(img)
 
     def close(self) -> None:
@@ -321,7 +327,7 @@ class DicomReader(SlideReader):
         w0 = dims[0][0]
         found = None
         try:
-            found = float(self._slide.levels[0].mpp.width)
+            found = float(self._slide.levels[0].mpp.width)  # SizeMm, but in um per pixel
         except Exception:
             found = None
         value, source = _resolve_mpp(found, mpp, path)
@@ -340,9 +346,12 @@ class DicomReader(SlideReader):
         )
 
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        from wsidicom.geometry import Point, Size
+        from wsidicom.geometry import Region as DicomRegion
+
         lvl = self._levels[level]
         ds = self.info.level_downsamples[level]
-        img = lvl.get_region((int(x / ds), int(y / ds)), (w, h))
+        img = lvl.get_region(DicomRegion(Point(int(x / ds), int(y / ds)), Size(w, h)))
         return np.asarray(img)
 
     def close(self) -> None:
