@@ -429,6 +429,27 @@ def _as_obj(values: Any) -> np.ndarray:
 
 
 # -- shared reader helpers -------------------------------------------------------------------
+def polygon_centroid(ring: np.ndarray) -> tuple[float, float]:
+    """Area centroid of a polygon ring ``(K, 2)`` (closed or not); vertex mean if degenerate."""
+    ring = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+    if len(ring) > 1 and np.allclose(ring[0], ring[-1]):
+        ring = ring[:-1]
+    if len(ring) < 3:
+        m = ring.mean(axis=0)
+        return float(m[0]), float(m[1])
+    x, y = ring[:, 0], ring[:, 1]
+    x0, y0 = x.mean(), y.mean()  # shift for numerical stability with large coordinates
+    xs, ys = x - x0, y - y0
+    xn, yn = np.roll(xs, -1), np.roll(ys, -1)
+    cross = xs * yn - xn * ys
+    area = cross.sum() / 2.0
+    if abs(area) < 1e-12:
+        return float(x0), float(y0)
+    cx = ((xs + xn) * cross).sum() / (6.0 * area)
+    cy = ((ys + yn) * cross).sum() / (6.0 * area)
+    return float(cx + x0), float(cy + y0)
+
+
 def _check_file(path: str | os.PathLike[str], what: str) -> Path:
     p = Path(path)
     if not p.exists():

@@ -12,14 +12,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInputError
-from .annotations import MITOTIC, PointAnnotations, _check_file, _load_json, _str_array
-from .sliderunner import polygon_centroid
+from .annotations import (
+    MITOTIC,
+    PointAnnotations,
+    _check_file,
+    _load_json,
+    _str_array,
+    polygon_centroid,
+)
 
 #: measurement names recognised as the mitosis probability (case-insensitive, in this order)
 SCORE_KEYS = (
@@ -76,7 +83,7 @@ def _class_name(props: dict[str, Any], default: str) -> str:
         return str(c["name"])
     if isinstance(c, str):
         return c
-    for k in ("class", "label", "name"):
+    for k in ("class", "label"):  # QuPath's "name" is the object's name, not its class
         if isinstance(props.get(k), str):
             return str(props[k])
     return default
@@ -282,17 +289,25 @@ def qupath_feature_collection(
         features.append(
             {
                 "type": "Feature",
-                "id": f"mitoscope-{i}",
+                "id": _feature_id(detections, i),
                 "geometry": geometry,
                 "properties": {
                     "objectType": "detection",
                     "classification": {"name": name, "color": list(color)},
-                    "isLocked": False,
                     "measurements": measurements,
                 },
             }
         )
     return {"type": "FeatureCollection", "features": features}
+
+
+_ID_NAMESPACE = uuid.UUID("0b6f3c1e-7d0a-4c59-9a57-6d1f0c3f5e21")
+
+
+def _feature_id(detections: Any, i: int) -> str:
+    """A UUID (QuPath >= 0.4 keeps only UUID ids), stable for the same detection."""
+    key = f"{i}:{float(detections.x_px[i]):.2f}:{float(detections.y_px[i]):.2f}"
+    return str(uuid.uuid5(_ID_NAMESPACE, key))
 
 
 def _geometry(contour: Any, x: float, y: float) -> dict[str, Any]:
