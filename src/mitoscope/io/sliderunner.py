@@ -263,8 +263,9 @@ class SlideRunnerDB:
     ``"mitoscope"``, and ``description`` ``"mf_probability=0.931 atypical_probability=0.120"``.
 
     The triggers of SlideRunner's own databases call Python functions that SlideRunner
-    registers when it opens a file; they are not created here (SlideRunner adds them itself), so
-    the file stays writable by plain ``sqlite3``.
+    registers when it opens a file; this writer registers the same functions (so appending to such
+    a database works) but creates new files without triggers -- it fills ``guid`` and
+    ``lastModified`` itself -- so they stay writable by plain ``sqlite3``.
 
     Examples
     --------
