@@ -291,3 +291,27 @@ def test_sliderunner_db_refuses_other_files(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(OutputError, match="not a SlideRunner database"):
         SlideRunnerDB(q)
+
+
+def test_sliderunner_parallel_writers(tmp_path: Path, dets: Detections) -> None:
+    """Several processes appending to one new database lose nothing (cohort workers)."""
+    import multiprocessing as mp
+
+    db_path = tmp_path / "run.sqlite"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_add_one, args=(db_path, f"s{i}.svs")) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    ann = read_sliderunner(db_path)
+    assert sorted(ann.images()) == [f"s{i}.svs" for i in range(4)]
+    assert len(ann) == 4 * 2
+
+
+def _add_one(db_path: Path, name: str) -> None:
+    x = np.array([10.0, 20.0])
+    d = Detections(x, x, [0.9, 0.8], [np.nan, np.nan], [1.0, 1.0])
+    with SlideRunnerDB(db_path) as db:
+        db.add_slide(name, width=100, height=100, detections=d, threshold=0.5)

@@ -15,6 +15,7 @@ Annotation ``type``: 1 spot, 2 rectangle ("area"), 3 polygon, 4 special spot, 5 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -22,6 +23,7 @@ import sqlite3
 import time
 import uuid as _uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +282,8 @@ class SlideRunnerDB:
         if not self.path.exists():
             self._create()
         try:
-            self._con = sqlite3.connect(str(self.path), timeout=30.0)
+            # autocommit mode; writes use explicit BEGIN IMMEDIATE (see _transaction)
+            self._con = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
             self._con.execute("PRAGMA foreign_keys = OFF")
             tables = {
                 r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -297,13 +300,24 @@ class SlideRunnerDB:
                 f"{', '.join(missing)}); choose a new file"
             )
         self._install_functions()
-        with self._con:
+        with self._transaction():
             self._person_uid = self._get_or_create("Persons", self.person)
 
     def _create(self) -> None:
-        from .atomic import atomic_path
+        """Create the schema in a temporary file and move it into place without ever
+        replacing a database another process created meanwhile (parallel cohort workers)."""
+        import tempfile
 
-        with atomic_path(self.path) as tmp:
+        from .atomic import _prepare_dir
+
+        parent = _prepare_dir(self.path)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+        except OSError as exc:
+            raise OutputError(f"cannot write in {parent}: {exc.strerror}") from None
+        os.close(fd)
+        tmp = Path(name)
+        try:
             con = sqlite3.connect(str(tmp))
             try:
                 with con:
@@ -311,6 +325,16 @@ class SlideRunnerDB:
                         con.execute(stmt)
             finally:
                 con.close()
+            try:
+                os.link(tmp, self.path)  # atomic, fails if the database exists by now
+            except FileExistsError:
+                pass
+            except OSError:  # filesystems without hard links
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def _install_functions(self) -> None:
         # SlideRunner's own databases carry triggers that call these; provide them so appending
@@ -333,8 +357,25 @@ class SlideRunnerDB:
             self._con = None  # type: ignore[assignment]
 
     # -- helpers ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction holding the database's write lock from its start, so parallel
+        writers (cohort workers) never both insert the same person, class or slide."""
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise OutputError(f"cannot write to {self.path}: {exc}") from None
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
     def _get_or_create(self, table: str, name: str, color: str | None = None) -> int:
-        row = self._con.execute(f"SELECT uid FROM {table} WHERE name = ?", (name,)).fetchone()
+        row = self._con.execute(
+            f"SELECT uid FROM {table} WHERE name = ? ORDER BY uid LIMIT 1", (name,)
+        ).fetchone()
         if row:
             return int(row[0])
         if table == "Classes":
@@ -349,7 +390,7 @@ class SlideRunnerDB:
 
     def class_uid(self, name: str) -> int:
         """Uid of class ``name``, created (with its colour) when missing."""
-        with self._con:
+        with self._transaction():
             return self._get_or_create("Classes", name, CLASS_COLORS.get(name))
 
     def slides(self) -> dict[str, int]:
@@ -422,7 +463,7 @@ class SlideRunnerDB:
                 rows.append((cname, x, y, desc))
         now = time.time()
         try:
-            with self._con:  # one transaction: all or nothing
+            with self._transaction():  # all or nothing
                 class_uids = {
                     c: self._get_or_create("Classes", c, CLASS_COLORS.get(c))
                     for c in (CLASS_MF, CLASS_AMF) + ((CLASS_NON_MF,) if include_negatives else ())
@@ -470,8 +511,9 @@ class SlideRunnerDB:
             r[0]
             for r in self._con.execute(
                 "SELECT DISTINCT a.uid FROM Annotations a JOIN Annotations_label l "
-                "ON l.annoId = a.uid WHERE a.slide = ? AND l.person = ?",
-                (slide, self._person_uid),
+                "ON l.annoId = a.uid JOIN Persons p ON p.uid = l.person "
+                "WHERE a.slide = ? AND p.name = ?",
+                (slide, self.person),
             )
         ]
         for start in range(0, len(own), 500):
