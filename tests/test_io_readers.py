@@ -378,6 +378,7 @@ def test_tupac_and_icpr(tmp_path: Path) -> None:
     np.testing.assert_allclose(a.x_px, [12, 101])
     np.testing.assert_allclose(a.y_px, [22, 6])
     assert a.meta["format"][0] == "icpr"
+    np.testing.assert_allclose(a.bbox[0], [10, 20, 15, 25])
     b = read_icpr_tupac(icpr, order="yx")
     np.testing.assert_allclose(b.x_px, [22, 6])
     assert len(read_annotations(icpr)) == 2  # headerless numbers -> TUPAC/ICPR reader
@@ -417,6 +418,9 @@ def test_container_filter_cat() -> None:
         meta={"slide": np.array([1, 1, 2])}, images_all=["a", "b", "c"],
     )  # fmt: skip
     assert len(a) == 3 and a.images() == ["a", "b", "c"]
+    from mitoscope.io import annotations as mod
+
+    assert mod.read_midogpp_json is read_midogpp_json  # readers importable from the module too
     assert len(a.mitoses()) == 2
     assert a.for_image("c").images() == ["c"] and len(a.for_image("c")) == 0
     b = PointAnnotations.from_columns(image="d", x_px=[7], y_px=[8], bbox=np.array([[0, 0, 1, 1]]))

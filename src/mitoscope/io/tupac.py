@@ -5,8 +5,8 @@ Two headerless CSV conventions (one file per image):
 - **TUPAC16** (auxiliary mitosis dataset, ``mitoses_ground_truth/01/01.csv``): one mitosis per
   line, ``row,column`` -- i.e. ``y,x`` in pixels, **y first**. Extra columns are ignored.
 - **ICPR 2012 / MITOS** (``A00_00.csv``): one mitosis per line, the line lists the coordinates
-  of all pixels of that mitosis as consecutive pairs; the mitosis is placed at the mean. The
-  pair order is ``x,y`` by default (``order="yx"`` swaps it).
+  of all pixels of that mitosis as consecutive pairs; the mitosis is placed at the mean and
+  ``bbox`` is the pixel extent. The pair order is ``x,y`` by default (``order="yx"`` swaps it).
 
 A directory is read recursively; the image name is the CSV path relative to the directory
 without ``.csv`` (``01/01``), matching the image file of the same stem.
@@ -51,7 +51,7 @@ def _read_one(p: Path, image: str, fmt: str, order: str) -> PointAnnotations:
     kind = fmt
     if kind == "auto":
         kind = "icpr" if any(len(r) > 3 for r in rows) else "tupac"
-    xs, ys = [], []
+    xs, ys, boxes = [], [], []
     for i, r in enumerate(rows):
         if kind == "tupac":
             if len(r) < 2:
@@ -65,15 +65,18 @@ def _read_one(p: Path, image: str, fmt: str, order: str) -> PointAnnotations:
                     "pairs (an even number)"
                 )
             pairs = np.asarray(r).reshape(-1, 2)
-            a, b = pairs.mean(axis=0)
-            x, y = (a, b) if order == "xy" else (b, a)
-            xs.append(float(x))
-            ys.append(float(y))
+            if order == "yx":
+                pairs = pairs[:, ::-1]
+            xs.append(float(pairs[:, 0].mean()))
+            ys.append(float(pairs[:, 1].mean()))
+            (x0, y0), (x1, y1) = pairs.min(axis=0), pairs.max(axis=0)
+            boxes.append((x0, y0, x1 + 1, y1 + 1))  # pixel extent, exclusive end
     return PointAnnotations.from_columns(
         image=image,
         x_px=xs,
         y_px=ys,
         label=None,
+        bbox=np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if kind == "icpr" else None,
         meta={"format": np.array([kind] * len(xs), dtype=object)},
         images_all=[image],
         source=kind,
