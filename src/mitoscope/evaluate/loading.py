@@ -246,7 +246,7 @@ def _check_units(
         )
     if len(xy_px) >= 3 and max(w, h) >= 1000 and float(np.abs(xy_px).max()) < 20 * math.sqrt(2):
         raise InvalidInputError(
-            f"all predictions of image {name} lie within 30 px of the origin: they look like "
+            f"all predictions of image {name} lie within 28 px of the origin: they look like "
             "millimetres given as pixels; use the MIDOG points format or pixel coordinates"
         )
 
