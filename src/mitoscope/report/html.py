@@ -1,0 +1,377 @@
+"""The per-slide HTML report: one self-contained page (inline CSS, base64 PNG images).
+
+Sections: the summary numbers, the slide thumbnail with every mitosis and the two hotspot
+fields drawn, the mitotic density heatmap, and a gallery of the top detections (context crop
+with the candidate contour, the classifier's input patch with its Grad-CAM overlay, the
+probabilities).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..types import Region, SlideResult
+from .draw import (
+    AMF_RGB,
+    HOT2_RGB,
+    HOT10_RGB,
+    MF_RGB,
+    blend,
+    colormap,
+    draw_marks,
+    png_data_uri,
+    resize_to,
+)
+
+if TYPE_CHECKING:
+    from ..slide.reader import SlideReader
+    from ..slide.tissue import TissueMask
+
+THUMB_MAX_PX = 1100
+CARD_PX = 128
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;
+background:#f6f6f8;color:#1d1d24}
+header{background:#2b2540;color:#fff;padding:18px 28px}
+header h1{margin:0;font-size:22px;font-weight:600}
+header p{margin:4px 0 0;opacity:.8;font-size:13px}
+main{padding:18px 28px;max-width:1500px}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin:0 0 18px;
+box-shadow:0 1px 3px rgba(0,0,0,.08)}
+h2{font-size:17px;margin:0 0 12px}
+.kpis{display:flex;flex-wrap:wrap;gap:12px}
+.kpi{background:#f1eff8;border-radius:6px;padding:10px 14px;min-width:150px}
+.kpi b{display:block;font-size:22px}
+.kpi span{font-size:12px;color:#555}
+table.facts{border-collapse:collapse;font-size:13px;margin-top:12px}
+table.facts td{padding:3px 14px 3px 0;vertical-align:top}
+table.facts td:first-child{color:#666}
+.figs{display:flex;flex-wrap:wrap;gap:18px}
+figure{margin:0}
+figure img{max-width:100%;border:1px solid #ddd;border-radius:4px;image-rendering:auto}
+figcaption{font-size:12px;color:#555;margin-top:6px;max-width:700px}
+.legend i{display:inline-block;width:11px;height:11px;border-radius:50%;margin:0 4px 0 10px;
+border:2px solid}
+.scale{height:10px;width:240px;border-radius:3px;display:inline-block;vertical-align:middle;
+background:linear-gradient(90deg,#000004,#280b54,#65156e,#9f2a63,#d44842,#f57d15,#fac127,#fcffa4)}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:12px}
+.card{border:1px solid #e2e2ea;border-radius:6px;padding:8px;font-size:12px}
+.card img{width:128px;height:128px;border-radius:3px;image-rendering:pixelated}
+.card .p{font-weight:600;font-size:13px}
+.note{background:#fff6e0;border-left:4px solid #f0a000;padding:8px 12px;margin:8px 0;font-size:13px}
+.muted{color:#777;font-size:12px}
+"""
+
+
+def render_report(
+    result: SlideResult,
+    *,
+    reader: SlideReader,
+    tissue: TissueMask | None = None,
+    classifier: Any = None,
+    config: Any = None,
+) -> str:
+    """The report of one slide as an HTML string (self-contained).
+
+    Parameters
+    ----------
+    result : SlideResult
+    reader : SlideReader
+        The open slide (thumbnail and crops are read from it).
+    tissue : TissueMask, optional
+        Drawn as an outline; the density is shown over tissue.
+    classifier : Classifier, optional
+        For the Grad-CAM overlays (``models``, ``gradcam_layer``) and the patch geometry.
+    config : DetectConfig, optional
+        ``gallery_size`` and ``work_mpp``.
+    """
+    from ..pipeline import summary_dict
+
+    summary = summary_dict(result)
+    info = result.info
+    thumb = reader.get_thumbnail(THUMB_MAX_PX)
+    s = thumb.shape[1] / float(info.width)
+    mit = result.mitoses
+    atyp_thr = float(result.extra.get("atypical_threshold", 0.5))
+
+    overview = _overview_png(thumb, s, mit, result, atyp_thr, tissue)
+    heat_png, dens_max = _heatmap_png(thumb, s, mit, result, tissue)
+    gallery_size = int(getattr(config, "gallery_size", 24) or 0)
+    cards, cam_note = _gallery(
+        result, reader=reader, classifier=classifier, config=config, k=gallery_size
+    )
+
+    e = html.escape
+    notes = list(summary.get("notes") or [])
+    for key in ("hotspot_2mm2", "hotspot_10hpf"):
+        h = summary.get(key) or {}
+        if h.get("note"):
+            notes.append(f"{key}: {h['note']}")
+    if cam_note:
+        notes.append(cam_note)
+
+    per_mm2 = summary["mitoses_per_mm2"]
+    ratio = summary["atypical_ratio"]
+    h2 = summary["hotspot_2mm2"]
+    h10 = summary["hotspot_10hpf"]
+    kpis = [
+        (str(summary["n_mitoses"]), "mitotic figures"),
+        ("n/a" if per_mm2 is None else f"{per_mm2:.2f}", "mitoses per mm² of tissue"),
+        (str(h2["count"]), f"hotspot count, {h2['area_mm2']:g} mm² field"),
+        (str(h10["count"]), f"hotspot count, 10 HPF ({h10['area_mm2']:g} mm²)"),
+        ("n/a" if ratio is None else f"{ratio:.1%}", "atypical / all mitoses"),
+        (f"{summary['tissue_area_mm2']:.3f}", "tissue area (mm²)"),
+    ]
+    facts = [
+        ("slide", f"{info.path.name} ({info.width} x {info.height} px, {info.backend})"),
+        ("pixel size", f"{info.mpp:g} um/px ({info.mpp_source})"),
+        ("model", f"{summary['model']} (threshold {summary['threshold']:.3f})"),
+        ("proposer", summary["proposer"]),
+        ("candidates scored", f"{summary['n_candidates']} in {summary['n_tiles']} tiles"),
+        (
+            "hotspot 2 mm² centre",
+            f"({h2['center_px'][0]:.0f}, {h2['center_px'][1]:.0f}) px, radius {h2['radius_um']:.1f} um",
+        ),
+        (
+            "hotspot 10 HPF centre",
+            f"({h10['center_px'][0]:.0f}, {h10['center_px'][1]:.0f}) px, radius {h10['radius_um']:.1f} um",
+        ),
+        ("detection time", f"{summary['seconds']:.1f} s"),
+        ("mitoscope", summary["version"]),
+    ]
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>mitoscope report: {e(info.path.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<header><h1>Mitotic figures in {e(info.path.name)}</h1>",
+        "<p>mitoscope detection report: decoupled candidate proposal and classification; counts in "
+        "the hotspot field (2 mm², and 10 HPF = 2.37 mm²)</p></header><main>",
+        '<section id="summary"><h2>Summary</h2><div class="kpis">',
+    ]
+    for value, label in kpis:
+        parts.append(f'<div class="kpi"><b>{e(value)}</b><span>{e(label)}</span></div>')
+    parts.append('</div><table class="facts">')
+    for k, v in facts:
+        parts.append(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>")
+    parts.append("</table>")
+    for n in notes:
+        parts.append(f'<div class="note">{e(n)}</div>')
+    parts.append("</section>")
+
+    parts.append('<section id="slide"><h2>Slide and hotspot</h2><div class="figs">')
+    parts.append(
+        f'<figure><img id="overview" alt="slide thumbnail with detections" src="{overview}">'
+        '<figcaption class="legend">'
+        f'<i style="border-color:rgb{MF_RGB}"></i>mitotic figure'
+        f'<i style="border-color:rgb{AMF_RGB}"></i>atypical mitotic figure'
+        f'<i style="border-color:rgb{HOT2_RGB}"></i>hotspot 2 mm²'
+        f'<i style="border-color:rgb{HOT10_RGB}"></i>hotspot 10 HPF'
+        "</figcaption></figure>"
+    )
+    parts.append(
+        f'<figure><img id="heatmap" alt="mitotic density heatmap" src="{heat_png}">'
+        f'<figcaption>Mitotic density (smoothed): <span class="scale"></span> 0 to '
+        f"{dens_max:.1f} mitoses/mm²; the 2 mm² hotspot field in cyan.</figcaption></figure>"
+    )
+    parts.append("</div></section>")
+
+    parts.append(
+        f'<section id="gallery"><h2>Top detections ({len(cards)})</h2>'
+        '<p class="muted">Left: context with the candidate contour and the classifier input '
+        "(square). Right: the classifier input with its Grad-CAM heatmap for the mitotic-figure "
+        "output (Farooq et al.).</p>"
+    )
+    if not cards:
+        parts.append("<p>No candidates above the probability floor.</p>")
+    parts.append('<div class="gallery">')
+    parts.extend(cards)
+    parts.append("</div></section>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------ figures
+def _hot_circle(h: Any, s: float, mpp: float, rgb: tuple[int, int, int]) -> tuple:
+    r = h.radius_um / mpp * s
+    return (h.center_px[0] * s, h.center_px[1] * s, r, rgb, 3)
+
+
+def _tissue_outline(thumb_shape: tuple[int, ...], tissue: TissueMask | None) -> np.ndarray | None:
+    if tissue is None or not np.asarray(tissue.mask).any() or np.asarray(tissue.mask).all():
+        return None
+    from scipy import ndimage as ndi
+
+    m = resize_to(np.asarray(tissue.mask, dtype=np.float32), (thumb_shape[1], thumb_shape[0])) > 0.5
+    return m & ~ndi.binary_erosion(m, iterations=2)
+
+
+def _overview_png(
+    thumb: np.ndarray,
+    s: float,
+    mit: Any,
+    result: SlideResult,
+    atyp_thr: float,
+    tissue: TissueMask | None,
+) -> str:
+    img = thumb.copy()
+    edge = _tissue_outline(img.shape, tissue)
+    if edge is not None:
+        img[edge] = (90, 90, 200)
+    pts = []
+    for x, y, a in zip(mit.x_px, mit.y_px, mit.atypical_probability, strict=True):
+        rgb = AMF_RGB if (math.isfinite(a) and a >= atyp_thr) else MF_RGB
+        pts.append((x * s, y * s, rgb))
+    circles = []
+    mpp = result.info.mpp
+    if result.hotspot_10hpf is not None:
+        circles.append(_hot_circle(result.hotspot_10hpf, s, mpp, HOT10_RGB))
+    if result.hotspot_2mm2 is not None:
+        circles.append(_hot_circle(result.hotspot_2mm2, s, mpp, HOT2_RGB))
+    pr = max(3.0, 6.0 / mpp * s)  # ~6 um, at least 3 px
+    return png_data_uri(draw_marks(img, points=pts, circles=circles, point_radius=pr))
+
+
+def _heatmap_png(
+    thumb: np.ndarray, s: float, mit: Any, result: SlideResult, tissue: TissueMask | None
+) -> tuple[str, float]:
+    from ..count import density_map
+
+    info = result.info
+    h, w = thumb.shape[:2]
+    extent_um = min(info.width, info.height) * info.mpp
+    sigma_um = float(np.clip(0.1 * extent_um, 5.0, 250.0))
+    # density on a grid ~sigma/3 per cell (cheap smoothing), shown at thumbnail size
+    ds = max(info.width / w, sigma_um / info.mpp / 3.0)
+    gh = max(1, int(math.ceil(info.height / ds)))
+    gw = max(1, int(math.ceil(info.width / ds)))
+    dens = density_map(
+        mit.x_px, mit.y_px, shape=(gh, gw), downsample=ds, mpp=info.mpp, sigma_um=sigma_um
+    )
+    if dens.shape != (h, w):
+        dens = np.clip(resize_to(dens.astype(np.float32), (w, h)), 0, None)
+    dmax = float(dens.max()) if dens.size else 0.0
+    norm = dens / dmax if dmax > 0 else dens
+    grey = thumb.mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
+    grey = blend(grey, np.full_like(grey, 255), 0.35)
+    alpha = np.where(norm > 0.02, 0.25 + 0.65 * norm, 0.0)
+    img = blend(grey, colormap(norm), alpha)
+    circles = []
+    if result.hotspot_2mm2 is not None:
+        circles.append(_hot_circle(result.hotspot_2mm2, s, info.mpp, HOT2_RGB))
+    return png_data_uri(draw_marks(img, circles=circles)), dmax
+
+
+# ------------------------------------------------------------------------------ gallery
+def _patch_size(classifier: Any) -> int:
+    for name in ("patch_size_px", "patch_size", "input_size"):
+        v = getattr(classifier, name, None)
+        if isinstance(v, (int, np.integer)) and v > 0:
+            return int(v)
+        if isinstance(v, (tuple, list)) and v and int(v[0]) > 0:
+            return int(v[0])
+    return 64
+
+
+def _gallery(
+    result: SlideResult, *, reader: SlideReader, classifier: Any, config: Any, k: int
+) -> tuple[list[str], str]:
+    from skimage.draw import polygon as fill_polygon
+
+    dets = result.detections
+    if k <= 0 or len(dets) == 0:
+        return [], ""
+    info = result.info
+    order = np.argsort(-dets.mf_probability, kind="stable")[:k]
+    work_mpp = float(
+        getattr(config, "work_mpp", None) or getattr(classifier, "input_mpp", None) or info.mpp
+    )
+    ps = _patch_size(classifier)
+    scale = work_mpp / info.mpp  # level-0 px per work px
+    side0 = ps * scale
+    patches, masks, contexts = [], [], []
+    for i in order.tolist():
+        x, y = float(dets.x_px[i]), float(dets.y_px[i])
+        x0, y0 = int(round(x - side0 / 2)), int(round(y - side0 / 2))
+        reg = Region(x0, y0, max(1, int(round(side0))), max(1, int(round(side0))))
+        patch = reader.read_region_mpp(reg, work_mpp, clip=True)
+        if patch.shape[:2] != (ps, ps):
+            patch = resize_to(patch, (ps, ps))
+        mask = np.zeros((ps, ps), dtype=bool)
+        contour = None if dets.contours is None else dets.contours[i]
+        if contour is not None and len(contour) >= 3:
+            rr, cc = fill_polygon(
+                (contour[:, 1] - y0) / scale, (contour[:, 0] - x0) / scale, shape=(ps, ps)
+            )
+            mask[rr, cc] = True
+        patches.append(patch)
+        masks.append(mask)
+        # context: 3x the classifier input, contour and input square drawn
+        cside0 = 3 * side0
+        cx0, cy0 = int(round(x - cside0 / 2)), int(round(y - cside0 / 2))
+        creg = Region(cx0, cy0, max(1, int(round(cside0))), max(1, int(round(cside0))))
+        ctx_mpp = max(work_mpp, cside0 * info.mpp / CARD_PX)
+        ctx = reader.read_region_mpp(creg, ctx_mpp, clip=True)
+        ctx = resize_to(ctx, (CARD_PX, CARD_PX))
+        f = CARD_PX / cside0
+        polys = []
+        if contour is not None and len(contour) >= 3:
+            polys.append(
+                (
+                    np.column_stack([(contour[:, 0] - cx0) * f, (contour[:, 1] - cy0) * f]),
+                    (0, 230, 120),
+                )
+            )
+        q0, q1 = side0 * f, 2 * side0 * f
+        square = np.array([[q0, q0], [q1, q0], [q1, q1], [q0, q1]])
+        polys.append((square, (255, 255, 255)))
+        contexts.append(draw_marks(ctx, polygons=polys))
+
+    cams, note = _cams(classifier, np.stack(patches), np.stack(masks))
+    cards = []
+    thr = result.threshold
+    atyp_thr = float(result.extra.get("atypical_threshold", 0.5))
+    for n, i in enumerate(order.tolist()):
+        p = float(dets.mf_probability[i])
+        a = float(dets.atypical_probability[i])
+        big = resize_to(patches[n], (CARD_PX, CARD_PX))
+        if cams is not None:
+            cam = resize_to(cams[n], (CARD_PX, CARD_PX))
+            right = blend(big, colormap(cam), 0.15 + 0.5 * np.clip(cam, 0, 1))
+        else:
+            right = big
+        if p >= thr:
+            label = "atypical MF" if (math.isfinite(a) and a >= atyp_thr) else "MF"
+        else:
+            label = "below threshold"
+        a_txt = f"{a:.3f}" if math.isfinite(a) else "n/a"
+        cards.append(
+            '<div class="card">'
+            f'<img alt="context" src="{png_data_uri(contexts[n])}"> '
+            f'<img alt="Grad-CAM" src="{png_data_uri(right)}">'
+            f'<div class="p">#{n + 1} p(MF) = {p:.3f} <span class="muted">({label})</span></div>'
+            f"<div>p(atypical) = {a_txt}; area {float(dets.area_um2[i]):.1f} um²</div>"
+            f'<div class="muted">x = {float(dets.x_px[i]):.0f}, y = {float(dets.y_px[i]):.0f} px</div>'
+            "</div>"
+        )
+    return cards, note
+
+
+def _cams(classifier: Any, patches: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray | None, str]:
+    models = list(getattr(classifier, "models", None) or [])
+    layer_of = getattr(classifier, "gradcam_layer", None)
+    if not models or layer_of is None:
+        return None, "Grad-CAM not available for this classifier (no models exposed)"
+    from .gradcam import ensemble_gradcam
+
+    try:
+        layers = [layer_of(m) for m in models]
+        return ensemble_gradcam(models, layers, patches, masks), ""
+    except Exception as exc:
+        return None, f"Grad-CAM failed: {type(exc).__name__}: {exc}"
