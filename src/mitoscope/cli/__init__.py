@@ -18,6 +18,7 @@ from ..errors import MitoscopeError
 #: command modules, in help order
 COMMAND_MODULES = [
     "info",
+    "detect",
     "evaluate",
     "survival",
 ]

@@ -1,0 +1,158 @@
+"""``mitoscope detect``: slides in, mitotic figures, counts and a report out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("detect")(detect)
+
+
+def _load_classifier(model: Path | None, device: str) -> Any:
+    """The classifier ensemble (the bundled model when ``model`` is None)."""
+    from ..classify import load_classifier
+
+    return load_classifier(None if model is None else str(model), device=device)
+
+
+def _make_proposer(name: str, sam_checkpoint: Path | None) -> Any:
+    from ..candidates import get_proposer
+    from ..errors import InvalidInputError
+
+    key = name.strip().lower()
+    if key == "sam":
+        if sam_checkpoint is None:
+            raise InvalidInputError(
+                "--proposer sam needs --sam-checkpoint FILE (a Segment Anything checkpoint, "
+                "e.g. sam_vit_h_4b8939.pth)"
+            )
+        return get_proposer("sam", checkpoint=sam_checkpoint)
+    if key == "classical":
+        return get_proposer("classical")
+    raise InvalidInputError(f"unknown --proposer {name!r}; choose classical or sam")
+
+
+def _check_device(device: str) -> str:
+    from ..errors import InvalidInputError
+
+    d = device.strip().lower()
+    if d not in ("auto", "cpu", "cuda"):
+        raise InvalidInputError(f"unknown --device {device!r}; choose auto, cpu or cuda")
+    if d == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInputError("--device cuda: no CUDA GPU is available; use --device cpu")
+    return d
+
+
+def detect(
+    inputs: list[Path] = typer.Argument(
+        None, help="Whole-slide images or region images (none: the bundled sample slide)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created if missing)."),
+    mpp: float = typer.Option(
+        None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
+    ),
+    proposer: str = typer.Option("classical", "--proposer", help="classical | sam"),
+    sam_checkpoint: Path = typer.Option(
+        None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
+    ),
+    model: Path = typer.Option(
+        None, "--model", help="Classifier checkpoint (default: the bundled model)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    batch_size: int = typer.Option(256, "--batch-size", help="Classifier batch size."),
+    threshold: float = typer.Option(
+        None, "--threshold", help="MF probability threshold (default: the model's validated one)."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", help="Processes for tile reading and proposal (1 = in process)."
+    ),
+    tile_um: float = typer.Option(256.0, "--tile-um", help="Tile size in um."),
+    overlap_um: float = typer.Option(32.0, "--overlap-um", help="Tile overlap in um."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
+    sample: bool = typer.Option(False, "--sample", help="Run on the bundled sample slide."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary lines."),
+) -> None:
+    """Detect mitotic figures and count them; write results and a report per slide.
+
+    Per input, --out DIR gets <stem>.geojson (QuPath), <stem>.midog.json, <stem>.csv, <stem>.summary.json and <stem>.report.html; all slides of the run are appended to DIR/mitoscope.sqlite (SlideRunner). A bad input is reported and skipped (exit code 2 at the end).
+    """
+    import warnings
+
+    from ..errors import MitoscopeError
+    from ..io import SlideRunnerDB
+    from ..pipeline import DB_NAME, DetectConfig, check_out_dir, detect_slide, output_stem
+
+    paths = list(inputs or [])
+    if sample or not paths:
+        from ..data import sample_slide
+
+        paths = [sample_slide(), *paths]
+    config = DetectConfig(
+        tile_um=tile_um,
+        overlap_um=overlap_um,
+        threshold=threshold,
+        batch_size=batch_size,
+        workers=workers,
+        report=not no_report,
+    )
+    out_dir = check_out_dir(out)
+    prop = _make_proposer(proposer, sam_checkpoint)
+    classifier = _load_classifier(model, _check_device(device))
+
+    failures = 0
+    stems: set[str] = set()
+    with SlideRunnerDB(out_dir / DB_NAME) as db:
+        for path in paths:
+            stem = output_stem(path)
+            k = 2
+            while stem in stems:
+                stem = f"{output_stem(path)}-{k}"
+                k += 1
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", RuntimeWarning)
+                    result = detect_slide(
+                        path,
+                        proposer=prop,
+                        classifier=classifier,
+                        config=config,
+                        out_dir=out_dir,
+                        db=db,
+                        progress=not quiet,
+                        mpp=mpp,
+                        stem=stem,
+                    )
+            except MitoscopeError as exc:
+                failures += 1
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                print(f"mitoscope: error: {path}: {msg}", file=sys.stderr)
+                continue
+            stems.add(stem)
+            for w in caught:
+                if issubclass(w.category, RuntimeWarning):
+                    print(f"mitoscope: warning: {w.message}", file=sys.stderr)
+            if not quiet:
+                ex = result.extra
+                per = ex.get("mitoses_per_mm2")
+                hot = result.hotspot_2mm2
+                typer.echo(
+                    f"{path.name}: {ex.get('n_mitoses', 0)} mitoses"
+                    f" ({'n/a' if per is None else f'{per:.2f}'}/mm² of "
+                    f"{result.tissue_area_mm2:.2f} mm² tissue), hotspot 2 mm²: "
+                    f"{0 if hot is None else hot.count}, {result.seconds:.1f} s"
+                    f" -> {out_dir / stem}.*"
+                )
+    if failures:
+        print(
+            f"mitoscope: {failures} of {len(paths)} input(s) failed; see the errors above",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
