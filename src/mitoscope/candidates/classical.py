@@ -9,7 +9,7 @@ Method (all sizes in micrometres, converted with the tile's pixel size):
    pixels (``OD > background_od``; near-black pixels with every channel below ``void_max_rgb``,
    i.e. scanner borders and padding, count as empty), clipped to ``h_threshold_bounds`` so an all-glass or
    all-dark tile cannot produce an absurd threshold. Holes are filled; components larger than
-   ``max_component_um2`` (folds, dark debris, a black tile) are not split. Touching nuclei are
+   ``max_component_um2`` (folds, dark debris, a black tile) are dropped. Touching nuclei are
    split by a marker watershed on the distance transform (markers: distance maxima at least
    ``split_distance_um`` apart and ``split_min_radius_um`` deep).
 3. **Darkness path** (recall on mitotic figures): condensed chromatin is the darkest thing in
@@ -44,8 +44,8 @@ class ClassicalConfig:
     min_area_um2: float = MIN_AREA_UM2
     max_area_um2: float = MAX_AREA_UM2
     smooth_um: float = 0.4
-    background_od: float = 0.12
-    void_max_rgb: int = 20
+    background_od: float = 0.06
+    void_max_rgb: int = 8
     h_threshold_bounds: tuple[float, float] = (0.2, 0.6)
     max_component_um2: float = 3000.0
     split_distance_um: float = 3.0
@@ -128,8 +128,12 @@ class ClassicalProposer:
         )
         # -- darkness path ----------------------------------------------------------------
         levels = list(cfg.dark_levels)
-        if cfg.dark_quantile is not None and fg.any():
-            levels.append(float(np.quantile(od[fg], cfg.dark_quantile)))
+        if cfg.dark_quantile is not None and fg.any() and levels:
+            # a level relative to this tile's nuclei helps faint scans; above the absolute
+            # levels it would only cut uniformly dark regions (folds, ink) into noise blobs
+            rel = float(np.quantile(od[fg], cfg.dark_quantile))
+            if rel < max(levels):
+                levels.append(rel)
         for d in sorted(set(round(v, 3) for v in levels if v > cfg.background_od)):
             dark = _fill_holes(od > d)
             lab, n = ndi.label(dark)
@@ -209,12 +213,7 @@ def _split(fg: np.ndarray, *, mpp: float, cfg: ClassicalConfig) -> np.ndarray:
     small_enough = sizes <= cfg.max_component_um2
     small_enough[0] = False
     fg = small_enough[lab]
-    # components that need no splitting keep their own label
-    single = (sizes <= cfg.max_area_um2 * 0.5) & small_enough
-    to_split = small_enough & ~single
-    if not to_split.any():
-        return np.where(fg, lab, 0)
-    region = to_split[lab]
+    region = fg
     dist = ndi.distance_transform_edt(region).astype(np.float32)
     dist = ndi.gaussian_filter(dist, 1.0)
     size = max(3, int(round(cfg.split_distance_um / mpp)) | 1)
@@ -222,9 +221,8 @@ def _split(fg: np.ndarray, *, mpp: float, cfg: ClassicalConfig) -> np.ndarray:
     peaks &= region
     markers, m = ndi.label(peaks)
     ws = watershed(-dist, markers, mask=region)
-    out = np.where(fg & ~region, lab + m, 0)
-    # split components without any marker stay whole
+    # components without any marker (too thin for a peak) stay whole
     lost = region & (ws == 0)
-    out[region] = ws[region]
+    out = ws
     out[lost] = lab[lost] + m
     return out

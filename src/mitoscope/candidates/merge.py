@@ -17,6 +17,7 @@ def merge_candidates(
     mpp: float,
     radius_um: float = 4.0,
     iou_threshold: float = 0.5,
+    groups: np.ndarray | None = None,
 ) -> Candidates:
     """Remove duplicate candidates, keeping the higher score (greedy NMS).
 
@@ -35,6 +36,9 @@ def merge_candidates(
         Centroid distance (um) under which two candidates are one object.
     iou_threshold : float
         Mask IoU above which two candidates are one object (masks at ``c.mask_downsample``).
+    groups : array, optional
+        One id per candidate (e.g. its tile): only candidates of different groups can be
+        duplicates (each group was de-duplicated already).
 
     Examples
     --------
@@ -44,7 +48,7 @@ def merge_candidates(
     >>> [round(float(s), 2) for s in merge_candidates(c, mpp=0.25, radius_um=4.0).score]
     [0.9, 0.1]
     """
-    keep = nms_indices(c, mpp=mpp, radius_um=radius_um, iou_threshold=iou_threshold)
+    keep = nms_indices(c, mpp=mpp, radius_um=radius_um, iou_threshold=iou_threshold, groups=groups)
     return c.filter(keep)
 
 
@@ -55,11 +59,13 @@ def nms_indices(
     radius_um: float = 4.0,
     iou_threshold: float = 0.5,
     priority: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices kept by :func:`merge_candidates`, best first.
 
     ``priority`` (optional, one integer per candidate) ranks candidates before the score: a
-    higher priority always wins over a higher score.
+    higher priority always wins over a higher score. ``groups`` (optional, one id per
+    candidate, e.g. the tile) restricts suppression to pairs from *different* groups.
     """
     from scipy.spatial import cKDTree
 
@@ -82,8 +88,13 @@ def nms_indices(
         i, j = pairs[:, 0], pairs[:, 1]
         d = np.hypot(*(pts[i] - pts[j]).T)
         dup = d <= radius_px
+        if groups is not None:
+            g = np.asarray(groups)
+            cross = g[i] != g[j]
+            dup &= cross
         if use_masks:
-            dup |= _mask_iou_over(c, i, j, iou_threshold) & ~dup
+            todo = ~dup if groups is None else ~dup & cross
+            dup[todo] = _mask_iou_over(c, i[todo], j[todo], iou_threshold)
         pairs = pairs[dup]
     if not len(pairs):
         return order

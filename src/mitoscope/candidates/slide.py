@@ -42,7 +42,8 @@ def propose_slide(
     ``None``), read at ``work_mpp`` um/px with ``reader.read_region_mpp`` and proposed on. Each
     tile keeps only the candidates whose centroid lies in its ``core`` (cores partition the
     slide, so an object in an overlap is reported by one tile), then everything is merged once
-    (:func:`merge_candidates`, ``merge_radius_um``).
+    (:func:`merge_candidates`, ``merge_radius_um``; only candidates of *different* tiles can
+    suppress each other, because each tile's proposer de-duplicated its own output).
 
     Returns
     -------
@@ -63,6 +64,7 @@ def propose_slide(
 
         iterator = tqdm(tiles, desc=f"proposing ({prop.name})", unit="tile")
     parts = []
+    tile_ids = []
     for tile in iterator:
         img = reader.read_region_mpp(tile.region, work_mpp)
         c = prop.propose(img, mpp=work_mpp)
@@ -72,13 +74,17 @@ def propose_slide(
         core = tile.core
         inside = (c.x_px >= core.x) & (c.x_px < core.x1) & (c.y_px >= core.y) & (c.y_px < core.y1)
         parts.append(c.filter(inside))
+        tile_ids.append(np.full(int(inside.sum()), tile.index))
     if not parts:
         out = Candidates.empty(prop.name)
         out.mask_downsample = scale
         return out
     allc = Candidates.cat(parts)
     allc.proposer = prop.name
-    return merge_candidates(allc, mpp=info.mpp, radius_um=merge_radius_um)
+    # each tile is de-duplicated by its proposer: only merge objects seen by two tiles
+    return merge_candidates(
+        allc, mpp=info.mpp, radius_um=merge_radius_um, groups=np.concatenate(tile_ids)
+    )
 
 
 def _to_level0(c: Candidates, *, scale: float, x0: int, y0: int) -> Candidates:

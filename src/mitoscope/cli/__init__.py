@@ -19,6 +19,7 @@ from ..errors import MitoscopeError
 COMMAND_MODULES = [
     "info",
     "detect",
+    "candidates",
     "evaluate",
     "survival",
 ]

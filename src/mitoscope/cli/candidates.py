@@ -1,0 +1,77 @@
+"""``mitoscope candidates``: stage-1 proposals (every nucleus-sized object) to a CSV file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("candidates")(candidates)
+
+
+def candidates(
+    slide: Path = typer.Argument(..., help="Whole-slide image or region image."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (one row per candidate)."),
+    mpp: float = typer.Option(
+        None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
+    ),
+    proposer: str = typer.Option("classical", "--proposer", help="classical | sam"),
+    sam_checkpoint: Path = typer.Option(
+        None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
+    ),
+    sam_variant: str = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b"),
+    work_mpp: float = typer.Option(
+        None,
+        "--work-mpp",
+        help="Pixel size to propose at (default: 0.25 for sam; max(slide mpp, 0.25) otherwise).",
+    ),
+    tile_um: float = typer.Option(256.0, "--tile-um", help="Tile size in um."),
+    overlap_um: float = typer.Option(32.0, "--overlap-um", help="Tile overlap in um."),
+    all_tiles: bool = typer.Option(
+        False, "--all-tiles", help="Propose everywhere, not only on detected tissue."
+    ),
+    progress: bool = typer.Option(False, "--progress", help="Show a progress bar."),
+) -> None:
+    """Propose candidate objects (with masks) and write x_px,y_px,area_um2,score,bbox to CSV."""
+    from ..candidates import get_proposer, propose_slide
+    from ..candidates.table import write_candidates_csv
+    from ..errors import InvalidInputError
+    from ..slide import detect_tissue, open_slide, plan_tiles
+
+    name = proposer.strip().lower()
+    if name == "sam":
+        prop = get_proposer("sam", checkpoint=sam_checkpoint, variant=sam_variant)
+    elif name == "classical":
+        prop = get_proposer("classical")
+    else:
+        raise InvalidInputError(f"unknown --proposer {proposer!r}; choose classical or sam")
+    t0 = time.perf_counter()
+    with open_slide(slide, mpp=mpp) as reader:
+        info = reader.info
+        if work_mpp is None:
+            work_mpp = 0.25 if name == "sam" else max(info.mpp, 0.25)
+        tissue = None
+        note = "all tiles"
+        if not all_tiles:
+            tissue = detect_tissue(reader)
+            if not plan_tiles(info, tissue, tile_um=tile_um, overlap_um=overlap_um):
+                tissue, note = None, "no tissue detected: all tiles"
+            else:
+                note = f"tissue {tissue.area_mm2:.3f} mm²"
+        cands = propose_slide(
+            reader,
+            proposer=prop,
+            tissue=tissue,
+            tile_um=tile_um,
+            overlap_um=overlap_um,
+            work_mpp=work_mpp,
+            progress=progress,
+        )
+    write_candidates_csv(cands, out)
+    typer.echo(
+        f"{len(cands)} candidates ({prop.name}, {note}, work {work_mpp:g} um/px) "
+        f"in {time.perf_counter() - t0:.1f} s -> {out}"
+    )
