@@ -135,3 +135,43 @@ def test_density_map_integrates_to_count() -> None:
     cell_mm2 = (ds * mpp / 1000.0) ** 2
     assert dens.sum() * cell_mm2 == pytest.approx(50, rel=1e-3)
     assert dens.max() > 0 and dens[0, 0] == 0
+
+
+def _reference_max(pts: np.ndarray, r: float) -> int:
+    """Brute force: count at every point and at both centres of every pair within 2r."""
+    cands = [pts]
+    for i in range(len(pts)):
+        for j in range(i + 1, len(pts)):
+            a, b = pts[i], pts[j]
+            d = float(np.hypot(*(b - a)))
+            if 0 < d <= 2 * r:
+                mid = (a + b) / 2
+                h = math.sqrt(max(r * r - d * d / 4, 0.0))
+                perp = np.array([-(b - a)[1], (b - a)[0]]) / d
+                cands.append(np.array([mid + h * perp, mid - h * perp]))
+    c = np.concatenate(cands)
+    d2 = ((c[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+    return int((d2 <= r * r * (1 + 1e-9)).sum(1).max())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_sweep_equals_brute_force_pair_enumeration(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 40))
+    pts = rng.uniform(0, 3000, (n, 2))
+    if seed % 2:  # exact duplicates and integer lattice points (ties on the boundary)
+        pts = np.round(pts / 400) * 400
+        pts = np.concatenate([pts, pts[:3]])
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=1.0)
+    assert h.count == _reference_max(pts, h.radius_um)
+
+
+def test_dense_slide_is_fast() -> None:
+    import time
+
+    rng = np.random.default_rng(0)
+    pts = rng.normal(0, 1500, (1500, 2)) + 20000  # 1500 mitoses within ~1 mm at 0.25 um/px
+    t = time.perf_counter()
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=0.25)
+    assert time.perf_counter() - t < 10.0
+    assert h.count >= _count_at(pts, (20000.0, 20000.0), h.radius_um / 0.25)

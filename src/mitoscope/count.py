@@ -10,7 +10,10 @@ stay covered) or two points lie on its boundary. So the maximum over the finitel
 - for each pair of points closer than ``2r``, the two centres of the circles of radius ``r``
   through both points,
 
-equals the maximum over *all* placements. Each candidate centre is counted with a k-d tree.
+equals the maximum over *all* placements. Circles through two points are counted by an angular
+sweep around each pivot point (all circles through the pivot at once, ``O(k log k)`` for ``k``
+neighbours within ``2r``); pivots are visited from the most to the least crowded and skipped
+once their neighbourhood cannot beat the best count, so dense slides stay fast.
 Restricted to tissue (the centre must lie on the tissue mask), the best cell of the disk
 arrangement may touch tissue only away from its vertices; then it contains a point of the tissue
 boundary, so the boundary pixels of the mask (and one pixel per tissue component) are added as
@@ -92,26 +95,85 @@ def hotspot(
         centre = _default_centre(tissue, extent_px)
         return Hotspot(0, centre, radius_um, float(area_mm2), fits, note)
 
-    centres = [pts]
     tree = cKDTree(pts)
-    if len(pts) > 1:
-        pairs = tree.query_pairs(2.0 * r, output_type="ndarray")
-        if len(pairs):
-            centres.append(_pair_centres(pts[pairs[:, 0]], pts[pairs[:, 1]], r))
-    cand = np.concatenate(centres)
-    if tissue is not None:
-        cand = cand[tissue.contains(cand[:, 0], cand[:, 1])]
-        if not candidates_only:
-            cand = np.concatenate([cand, _tissue_boundary_centres(tissue)])
-    if len(cand) == 0:  # no tissue at all: fall back to unrestricted placement
-        cand = np.concatenate(centres)
-        note = (note + "; " if note else "") + "no tissue under the field; placed freely"
-    counts = _count(tree, cand, r)
-    best = int(np.argmax(counts))
-    cx, cy = cand[best]
-    return Hotspot(
-        int(counts[best]), (float(cx), float(cy)), radius_um, float(area_mm2), fits, note
+    allowed = None if tissue is None else tissue.contains
+    # circles centred on the points (the one-point case, and cheap lower bounds)
+    own = _count(tree, pts, r)
+    ok = np.ones(len(pts), bool) if allowed is None else allowed(pts[:, 0], pts[:, 1])
+    best_free = int(own.max())
+    best, centre = (
+        (int(own[ok].max()), pts[ok][int(np.argmax(own[ok]))]) if ok.any() else (-1, None)
     )
+    # circles with two points on the boundary: angular sweep around each pivot point
+    degree = _count(tree, pts, 2.0 * r)
+    for i in np.argsort(-degree, kind="stable"):
+        if degree[i] <= max(best, 1):
+            break  # no circle through this pivot (or any later one) can hold more
+        cnt, cen = _pivot_sweep(tree, pts, int(i), r)
+        if not len(cnt):
+            continue
+        best_free = max(best_free, int(cnt.max()))
+        ok = np.ones(len(cnt), bool) if allowed is None else allowed(cen[:, 0], cen[:, 1])
+        if ok.any():
+            j = int(np.argmax(np.where(ok, cnt, -1)))
+            if cnt[j] > best:
+                best, centre = int(cnt[j]), cen[j]
+    if tissue is not None and not candidates_only and best < best_free:
+        # the best arrangement cells touch tissue away from their vertices: try the boundary
+        edge = _tissue_boundary_centres(tissue)
+        if len(edge):
+            c_edge = _count(tree, edge, r)
+            j = int(np.argmax(c_edge))
+            if c_edge[j] > best:
+                best, centre = int(c_edge[j]), edge[j]
+    if centre is None:  # no tissue at all: fall back to unrestricted placement
+        note = (note + "; " if note else "") + "no tissue under the field; placed freely"
+        return _free(pts, mpp, area_mm2, fits, note)
+    # report the count at the chosen centre as the k-d tree sees it (same tolerance)
+    count = int(_count(tree, np.asarray(centre, dtype=np.float64)[None], r)[0])
+    return Hotspot(
+        max(count, best),
+        (float(centre[0]), float(centre[1])),
+        radius_um,
+        float(area_mm2),
+        fits,
+        note,
+    )
+
+
+def _free(pts: np.ndarray, mpp: float, area_mm2: float, fits: bool, note: str) -> Hotspot:
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=mpp, area_mm2=area_mm2)
+    return Hotspot(h.count, h.center_px, h.radius_um, h.area_mm2, fits, note)
+
+
+def _pivot_sweep(tree: object, pts: np.ndarray, i: int, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and centres of the circles of radius ``r`` through point ``i`` and each neighbour.
+
+    Centres on the circle of radius ``r`` around pivot ``p`` are parametrised by the angle
+    ``t``; neighbour ``q`` at distance ``d <= 2r`` and direction ``phi`` is covered for
+    ``t`` in ``[phi - a, phi + a]``, ``a = arccos(d / 2r)``. The depth of this arc
+    arrangement at each arc's start (where ``q`` enters through the boundary) is the count of
+    that circle; it is computed for all starts at once with two sorted searches.
+    """
+    eps = _EPS_REL * max(r, 1.0) + 1e-7
+    nbr = np.asarray(tree.query_ball_point(pts[i], 2.0 * r + eps), dtype=np.int64)  # type: ignore[attr-defined]
+    q = pts[nbr] - pts[i]
+    d = np.hypot(q[:, 0], q[:, 1])
+    same = d <= 1e-9 * max(r, 1.0)
+    k0 = int(same.sum())  # the pivot and exact duplicates: always covered
+    q, d = q[~same], d[~same]
+    if not len(d):
+        return np.zeros(0, np.int64), np.zeros((0, 2))
+    two_pi = 2.0 * np.pi
+    phi = np.arctan2(q[:, 1], q[:, 0])
+    a = np.arccos(np.clip(d / (2.0 * r), 0.0, 1.0)) + 1e-9
+    start = np.mod(phi - a, two_pi)
+    end = start + 2.0 * a
+    starts = np.sort(np.concatenate([start, start - two_pi]))
+    ends = np.sort(np.concatenate([end, end - two_pi]))
+    depth = np.searchsorted(starts, start, side="right") - np.searchsorted(ends, start, side="left")
+    centres = pts[i] + r * np.column_stack([np.cos(start), np.sin(start)])
+    return depth.astype(np.int64) + k0, centres
 
 
 def _count(tree: object, centres: np.ndarray, r: float) -> np.ndarray:
@@ -123,18 +185,6 @@ def _count(tree: object, centres: np.ndarray, r: float) -> np.ndarray:
             centres[s : s + _CHUNK], r + eps, return_length=True
         )
     return out
-
-
-def _pair_centres(a: np.ndarray, b: np.ndarray, r: float) -> np.ndarray:
-    """Both centres of the circles of radius ``r`` through points ``a`` and ``b`` (rows)."""
-    mid = (a + b) / 2.0
-    d = b - a
-    dist = np.hypot(d[:, 0], d[:, 1])
-    ok = dist > 0
-    mid, d, dist = mid[ok], d[ok], dist[ok]
-    h = np.sqrt(np.clip(r * r - (dist / 2.0) ** 2, 0.0, None))
-    perp = np.column_stack([-d[:, 1], d[:, 0]]) / dist[:, None]
-    return np.concatenate([mid + perp * h[:, None], mid - perp * h[:, None]])
 
 
 def _tissue_boundary_centres(tissue: TissueMask) -> np.ndarray:
