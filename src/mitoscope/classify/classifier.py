@@ -1,0 +1,321 @@
+"""The inference-side classifier: an ensemble of networks plus its validated thresholds.
+
+A checkpoint is one ``torch.save`` file (loaded with ``weights_only=True``) holding::
+
+    {"format": "mitoscope-classifier", "version": 1, "arch": ..., "arch_kwargs": {...},
+     "input_mpp": 0.25, "patch_size_px": 64, "threshold": ..., "atypical_threshold": ...,
+     "members": [state_dict, ...], "card": {...}}
+
+``members`` are the ensemble's state dicts (stored as float16 to keep the file small).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, ModelLoadError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..types import Candidates
+
+FORMAT = "mitoscope-classifier"
+VERSION = 1
+#: file name of the bundled default model inside ``mitoscope/data``
+DEFAULT_MODEL = "mitoscope_default_classifier.pt"
+
+
+def default_model_path() -> Path:
+    """Path of the bundled default classifier."""
+    return Path(__file__).resolve().parents[1] / "data" / DEFAULT_MODEL
+
+
+def resolve_device(device: str | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    import torch
+
+    name = (device or "auto").lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InvalidInputError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device cuda requested but no CUDA GPU is available; use cpu")
+    return dev
+
+
+@dataclass
+class Classifier:
+    """An ensemble of candidate classifiers with validated decision thresholds.
+
+    Use :func:`load_classifier` to build one from a checkpoint.
+    """
+
+    name: str
+    arch: str
+    models: list[Any]
+    input_mpp: float
+    patch_size_px: int
+    uses_mask: bool
+    has_atypical: bool
+    threshold: float
+    atypical_threshold: float
+    device: Any
+    card: dict[str, Any] = field(default_factory=dict)
+    #: bfloat16 autocast on CPU (fast for ResNet18; slow for depthwise convolutions)
+    cpu_bf16: bool = False
+
+    def gradcam_layer(self, model: Any) -> Any:
+        """The last convolutional block of ``model`` (a member of :attr:`models`)."""
+        return model.cam_layer
+
+    # ------------------------------------------------------------------ prediction
+    def _forward(self, x: torch.Tensor, m: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        mf, at = [], []
+        cuda = self.device.type == "cuda"
+        use_amp = cuda or self.cpu_bf16
+        dtype = torch.float16 if cuda else torch.bfloat16
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=use_amp):
+            for net in self.models:
+                out = net(x, m)
+                mf.append(torch.sigmoid(out["mf"].float()))
+                at.append(torch.sigmoid(out["atypical"].float()))
+        mfp = torch.stack(mf).mean(0).cpu().numpy().astype(np.float64)
+        atp = torch.stack(at).mean(0).cpu().numpy().astype(np.float64)
+        return mfp, atp
+
+    def predict_patches(
+        self,
+        patches: np.ndarray,
+        masks: np.ndarray | None = None,
+        *,
+        batch_size: int = 256,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble probabilities for patches at :attr:`input_mpp`.
+
+        Parameters
+        ----------
+        patches : (N, H, W, 3) uint8
+            Centred patches; larger than :attr:`patch_size_px` is centre-cropped.
+        masks : (N, H, W) bool, optional
+            The candidates' binary masks (needed for good results when :attr:`uses_mask`;
+            absent masks are treated as empty).
+        batch_size : int
+
+        Returns
+        -------
+        mf_probability, atypical_probability : (N,) float64
+            ``atypical_probability`` is NaN when the model has no atypical head.
+        """
+        import torch
+
+        from .patches import centre_crop
+
+        arr = np.asarray(patches)
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise InvalidInputError(f"patches must be (N, H, W, 3) RGB, got shape {arr.shape}")
+        n = arr.shape[0]
+        if n == 0:
+            return np.zeros(0), np.zeros(0)
+        size = self.patch_size_px
+        arr = centre_crop(arr, size)
+        if masks is not None:
+            mk = np.asarray(masks)
+            if mk.shape[0] != n or mk.ndim != 3:
+                raise InvalidInputError(f"masks must be (N, H, W) with N={n}, got shape {mk.shape}")
+            mk = centre_crop(mk, size)
+        else:
+            mk = None
+        mf_all, at_all = np.empty(n), np.empty(n)
+        for s in range(0, n, int(batch_size)):
+            e = min(n, s + int(batch_size))
+            x = torch.from_numpy(np.ascontiguousarray(arr[s:e])).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+            x = x.contiguous(memory_format=torch.channels_last)
+            m = None
+            if self.uses_mask:
+                if mk is None:
+                    m = torch.zeros((e - s, 1, size, size), device=self.device)
+                else:
+                    m = torch.from_numpy(np.ascontiguousarray(mk[s:e])).to(self.device)
+                    m = m[:, None].float()
+            mf_all[s:e], at_all[s:e] = self._forward(x, m)
+        if not self.has_atypical:
+            at_all[:] = np.nan
+        return mf_all, at_all
+
+    def predict_candidates(
+        self, image: np.ndarray, candidates: Candidates, *, batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score every candidate of an image at :attr:`input_mpp` (candidates in image px)."""
+        from .patches import extract_patches
+
+        if len(candidates) == 0:
+            return np.zeros(0), np.zeros(0)
+        patches, masks = extract_patches(
+            image,
+            candidates.x_px,
+            candidates.y_px,
+            self.patch_size_px,
+            candidates=candidates if self.uses_mask else None,
+        )
+        return self.predict_patches(patches, masks, batch_size=batch_size)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint atomically (members stored as float16)."""
+        return save_checkpoint(
+            path,
+            arch=self.arch,
+            members=[m.state_dict() for m in self.models],
+            arch_kwargs={
+                "use_mask": self.uses_mask,
+                "n_subtypes": int(self.card.get("n_subtypes", 0)),
+            },
+            input_mpp=self.input_mpp,
+            patch_size_px=self.patch_size_px,
+            threshold=self.threshold,
+            atypical_threshold=self.atypical_threshold,
+            has_atypical=self.has_atypical,
+            card=self.card,
+            name=self.name,
+        )
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    arch: str,
+    members: list[dict[str, Any]],
+    arch_kwargs: dict[str, Any],
+    input_mpp: float,
+    patch_size_px: int,
+    threshold: float,
+    atypical_threshold: float,
+    has_atypical: bool = True,
+    card: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> Path:
+    """Write a classifier checkpoint (atomic: temporary file, then rename)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    half = [
+        {
+            k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+            for k, v in sd.items()
+        }
+        for sd in members
+    ]
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": name or path.stem,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs),
+        "input_mpp": float(input_mpp),
+        "patch_size_px": int(patch_size_px),
+        "threshold": float(threshold),
+        "atypical_threshold": float(atypical_threshold),
+        "has_atypical": bool(has_atypical),
+        "members": half,
+        "card": card or {},
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_classifier(
+    path: str | Path | None = None, *, device: str = "auto", cpu_bf16: bool | None = None
+) -> Classifier:
+    """Load a classifier checkpoint (``None`` -> the bundled default model).
+
+    Raises
+    ------
+    ModelLoadError
+        The file is missing, not a mitoscope classifier, corrupt, or its weights do not match
+        the architecture it names.
+    """
+    import torch
+
+    from .registry import create_model, get_spec
+
+    p = default_model_path() if path is None else Path(path)
+    if not p.is_file():
+        if path is None:
+            raise ModelLoadError(
+                f"the bundled default model is missing ({p}); reinstall mitoscope or pass --model"
+            )
+        raise ModelLoadError(f"model file not found: {p}")
+    try:
+        blob = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read model file {p} ({exc.__class__.__name__}); it is corrupt or not a "
+            "mitoscope classifier"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelLoadError(f"{p} is not a mitoscope classifier checkpoint")
+    if int(blob.get("version", 0)) > VERSION:
+        raise ModelLoadError(f"{p} needs a newer mitoscope (checkpoint version {blob['version']})")
+    arch = str(blob.get("arch"))
+    try:
+        get_spec(arch)
+    except InvalidInputError:
+        raise ModelLoadError(f"{p} uses unknown architecture {arch!r}") from None
+    kwargs = dict(blob.get("arch_kwargs") or {})
+    members = blob.get("members") or []
+    if not members:
+        raise ModelLoadError(f"{p} holds no model weights")
+    dev = resolve_device(device)
+    models = []
+    for sd in members:
+        net = create_model(
+            arch,
+            use_mask=bool(kwargs.get("use_mask", True)),
+            n_subtypes=int(kwargs.get("n_subtypes", 0)),
+            pretrained=False,
+        )
+        own = net.state_dict()
+        try:
+            sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
+            net.load_state_dict(sd, strict=True)
+        except (RuntimeError, AttributeError) as exc:
+            first = str(exc).strip().splitlines()
+            detail = first[1].strip() if len(first) > 1 else (first[0] if first else "")
+            raise ModelLoadError(
+                f"{p} does not match architecture {arch!r}: {detail[:160]}"
+            ) from None
+        net.eval().to(dev)
+        net = net.to(memory_format=torch.channels_last)
+        models.append(net)
+    if cpu_bf16 is None:
+        cpu_bf16 = arch == "omgnet_resnet18"
+    card = dict(blob.get("card") or {})
+    return Classifier(
+        name=str(blob.get("name", p.stem)),
+        arch=arch,
+        models=models,
+        input_mpp=float(blob["input_mpp"]),
+        patch_size_px=int(blob["patch_size_px"]),
+        uses_mask=bool(kwargs.get("use_mask", True)),
+        has_atypical=bool(blob.get("has_atypical", True)),
+        threshold=float(blob["threshold"]),
+        atypical_threshold=float(blob["atypical_threshold"]),
+        device=dev,
+        card=card,
+        cpu_bf16=bool(cpu_bf16),
+    )
