@@ -1,0 +1,296 @@
+"""Where slides run: in the driver (serial), in local processes, or on a Ray cluster.
+
+Every executor runs the same :func:`run_one` on a :class:`SlideTask` and yields
+:class:`SlideOutcome` objects as slides finish (in completion order). ``run_one`` never raises:
+an error in one slide becomes a ``failed`` outcome with a one-line message, so the other slides
+go on. Workers write the slide's output files (atomically, through
+:func:`mitoscope.pipeline.detect_slide`) but never the database; the driver does that.
+
+The proposer and classifier are built (or unpickled) once per worker process and reused for
+every slide that process runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError, MissingDependencyError, MitoscopeError
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class SlideTask:
+    """One slide to run: its input path, output stem and index in the cohort."""
+
+    index: int
+    path: Path
+    stem: str
+
+
+@dataclass
+class SlideOutcome:
+    """What a worker hands back for one slide."""
+
+    task: SlideTask
+    status: str  # "done" | "failed"
+    result: Any = None  # SlideResult when done
+    error: str = ""
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Models:
+    """What a worker needs besides the slide: stages and options of ``detect_slide``.
+
+    ``proposer`` / ``classifier`` may be objects (pickled to workers once) or ``None`` / a
+    proposer name, resolved in the worker (the bundled classifier is loaded there once).
+    """
+
+    proposer: Any = None
+    classifier: Any = None
+    config: Any = None
+    mpp: float | None = None
+    torch_threads: int | None = None
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _resolved(models: Models, key: str) -> tuple[Any, Any]:
+    """Proposer and classifier for this process, built once per ``key`` (one cohort run)."""
+    if _CACHE.get("key") != key:
+        proposer = models.proposer
+        if proposer is None or isinstance(proposer, str):
+            from ..candidates import get_proposer
+
+            proposer = get_proposer(proposer or "classical")
+        classifier = models.classifier
+        if classifier is None:
+            from ..classify import load_classifier
+
+            classifier = load_classifier()
+        torch = sys.modules.get("torch")  # only when the stages use it; never import it here
+        if models.torch_threads and torch is not None:
+            torch.set_num_threads(int(models.torch_threads))
+        _CACHE.clear()
+        _CACHE.update(key=key, proposer=proposer, classifier=classifier)
+    return _CACHE["proposer"], _CACHE["classifier"]
+
+
+def error_line(exc: BaseException) -> str:
+    """One line describing an error (a MitoscopeError's own message; else type and message)."""
+    msg = str(exc).strip()
+    if isinstance(exc, MitoscopeError):
+        line = msg.splitlines()[0] if msg else type(exc).__name__
+    else:
+        line = f"{type(exc).__name__}: {msg.splitlines()[0]}" if msg else type(exc).__name__
+    return line
+
+
+def run_one(task: SlideTask, out_dir: str, models: Models, key: str) -> SlideOutcome:
+    """Detect one slide into ``out_dir`` (no database); never raises."""
+    import warnings
+
+    from ..pipeline import OUTPUT_SUFFIXES, detect_slide
+
+    t0 = time.perf_counter()
+    try:
+        proposer, classifier = _resolved(models, key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "no tissue" is in the summary
+            result = detect_slide(
+                task.path,
+                proposer=proposer,
+                classifier=classifier,
+                config=models.config,
+                out_dir=out_dir,
+                db=None,
+                progress=False,
+                mpp=models.mpp,
+                stem=task.stem,
+            )
+    except Exception as exc:  # one failing slide must not stop the others
+        if os.environ.get("MITOSCOPE_DEBUG"):
+            traceback.print_exc()
+        return SlideOutcome(
+            task=task, status="failed", error=error_line(exc), seconds=time.perf_counter() - t0
+        )
+    files = [
+        f"{task.stem}{s}" for s in OUTPUT_SUFFIXES if (Path(out_dir) / f"{task.stem}{s}").exists()
+    ]
+    return SlideOutcome(
+        task=task,
+        status="done",
+        result=result,
+        seconds=time.perf_counter() - t0,
+        files=files,
+    )
+
+
+# ------------------------------------------------------------------------------ serial
+def run_serial(
+    tasks: list[SlideTask], *, out_dir: str, models: Models, key: str
+) -> Iterator[SlideOutcome]:
+    """Run slides one after another in this process (the reference, serial run)."""
+    for task in tasks:
+        yield run_one(task, out_dir, models, key)
+
+
+# ------------------------------------------------------------------------------ local processes
+_POOL_MODELS: dict[str, Any] = {}
+
+
+def _pool_init(models: Models, key: str) -> None:
+    _POOL_MODELS["models"] = models
+    _POOL_MODELS["key"] = key
+
+
+def _pool_run(task: SlideTask, out_dir: str) -> SlideOutcome:
+    return run_one(task, out_dir, _POOL_MODELS["models"], _POOL_MODELS["key"])
+
+
+def run_local_pool(
+    tasks: list[SlideTask], *, out_dir: str, models: Models, key: str, workers: int
+) -> Iterator[SlideOutcome]:
+    """Run slides in ``workers`` local processes; a crashed worker fails only its slides."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn" if os.name == "nt" else "forkserver")
+    todo = list(reversed(tasks))
+    while todo:
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_pool_init, initargs=(models, key)
+        )
+        running: dict[Any, SlideTask] = {}
+        broken = False
+        try:
+            while todo or running:
+                while todo and len(running) < workers and not broken:
+                    task = todo.pop()
+                    running[pool.submit(_pool_run, task, out_dir)] = task
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = running.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        yield SlideOutcome(
+                            task=task,
+                            status="failed",
+                            error="worker process died (killed or out of memory)",
+                        )
+                if broken and not running:
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------ ray
+def _ray_task(task: SlideTask, out_dir: str, boxed: list, key: str) -> SlideOutcome:
+    """Ray entry point: ``boxed`` holds the ObjectRef of :class:`Models` (resolved once)."""
+    if _CACHE.get("key") != key or "models" not in _CACHE:
+        import ray
+
+        models = ray.get(boxed[0])
+        _CACHE.clear()
+        _resolved(models, key)
+        _CACHE["models"] = models
+    return run_one(task, out_dir, _CACHE["models"], key)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("ray", "ray") from None
+    return ray
+
+
+def run_ray(
+    tasks: list[SlideTask],
+    *,
+    out_dir: str,
+    models: Models,
+    key: str,
+    workers: int | None,
+    address: str | None,
+    cpus_per_slide: float = 1.0,
+) -> Iterator[SlideOutcome]:
+    """Run slides as Ray tasks: on a local Ray instance (``num_cpus=workers``) by default, or on
+    the cluster at ``address``. A Ray instance already initialised in this process is reused.
+
+    Input slides and ``out_dir`` must be reachable under the same paths on every node (a shared
+    filesystem), as usual for Ray batch jobs.
+    """
+    ray = _import_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "configure_logging": False,
+            "log_to_driver": bool(os.environ.get("MITOSCOPE_DEBUG")),
+        }
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = int(workers or os.cpu_count() or 1)
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise InvalidInputError(
+                f"cannot connect to the Ray cluster at {address}: {exc}; check --address "
+                f"(e.g. 'auto' or 'ray://host:10001') or omit it for a local Ray instance"
+            ) from None
+        started = True
+    try:
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_slide))
+        remote = ray.remote(num_cpus=cpus_per_slide, max_retries=0)(_ray_task)
+        models_ref = ray.put(models)
+        todo = list(reversed(tasks))
+        running: dict[Any, SlideTask] = {}
+        limit = 2 * int(workers)  # bounded in flight: the driver's memory stays flat
+        while todo or running:
+            while todo and len(running) < limit:
+                task = todo.pop()
+                running[remote.remote(task, out_dir, [models_ref], key)] = task
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                task = running.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as exc:  # worker crash, OOM kill, node loss
+                    yield SlideOutcome(task=task, status="failed", error=_ray_error_line(exc))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_error_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return error_line(cause)
+    return f"Ray task failed: {error_line(exc)}"
+
+
+def executor_for(name: str) -> Callable[..., Iterator[SlideOutcome]]:
+    key = str(name).strip().lower()
+    if key == "local":
+        return run_local_pool
+    if key == "ray":
+        return run_ray
+    raise InvalidInputError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
