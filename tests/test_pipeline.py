@@ -44,63 +44,51 @@ SUMMARY_KEYS = {
 }
 
 
-class TinyClassifier:
-    """A tiny random CNN behind the classifier interface (a test fake, not a model).
+def make_tiny_classifier(
+    path: Path, *, input_mpp: float = 0.25, threshold: float = 0.5, bias: float = 0.0, seed: int = 0
+):
+    """A tiny *random* CNN saved as a real classifier checkpoint and loaded back (CPU).
 
-    Patches of ``patch_size_px`` at ``input_mpp`` centred on each candidate, candidate mask as
-    the second input; the MF head is scaled so probabilities spread over (0, 1).
+    Not a model: its weights are random (seeded); the MF head is scaled so probabilities spread
+    over (0, 1), and ``bias`` shifts them (negative: fewer mitoses).
     """
+    import torch
 
-    def __init__(self, *, input_mpp: float = 0.25, threshold: float = 0.5, seed: int = 0) -> None:
-        import torch
+    from mitoscope.classify import create_model, load_classifier, save_checkpoint
 
-        from mitoscope.classify.registry import create_model
+    torch.manual_seed(seed)
+    net = create_model("tiny_cnn", use_mask=True)
+    with torch.no_grad():
+        net.mf_head.weight.mul_(40.0)
+        net.mf_head.bias.fill_(bias)
+        net.mask_conv.weight.normal_(0, 0.3)
+    save_checkpoint(
+        path,
+        arch="tiny_cnn",
+        members=[net.state_dict()],
+        arch_kwargs={"use_mask": True},
+        input_mpp=input_mpp,
+        patch_size_px=32,
+        threshold=threshold,
+        atypical_threshold=0.5,
+        name="tiny_cnn-random",
+    )
+    return load_classifier(path, device="cpu")
 
-        torch.manual_seed(seed)
-        net = create_model("tiny_cnn", use_mask=True)
-        with torch.no_grad():
-            net.mf_head.weight.mul_(40.0)
-            net.mask_conv.weight.normal_(0, 0.3)
-        net.eval()
-        self.models = [net]
-        self.input_mpp = input_mpp
-        self.threshold = threshold
-        self.atypical_threshold = 0.5
-        self.has_atypical = True
-        self.name = "tiny_cnn-random"
-        self.patch_size_px = 32
+
+class TinyClassifier:
+    """A loaded tiny random classifier that counts its calls (delegates everything)."""
+
+    def __init__(self, path: Path, **kwargs) -> None:
+        self._c = make_tiny_classifier(path, **kwargs)
         self.calls = 0
 
-    def gradcam_layer(self, model):
-        return model.cam_layer
+    def __getattr__(self, name: str):
+        return getattr(self._c, name)
 
-    def predict_candidates(self, image, cands, batch_size=64):
-        import torch
-
+    def predict_candidates(self, image, cands, batch_size=256):
         self.calls += 1
-        ps, h = self.patch_size_px, self.patch_size_px // 2
-        padded = np.pad(image, ((h, h), (h, h), (0, 0)), constant_values=255)
-        patches = np.zeros((len(cands), ps, ps, 3), np.uint8)
-        masks = np.zeros((len(cands), ps, ps), np.float32)
-        for k in range(len(cands)):
-            cx, cy = int(round(cands.x_px[k])), int(round(cands.y_px[k]))
-            patches[k] = padded[cy : cy + ps, cx : cx + ps]
-            x0, y0, x1, y1 = cands.bbox[k]
-            m = np.zeros((image.shape[0] + ps, image.shape[1] + ps), np.float32)
-            if cands.masks is not None:
-                m[y0 + h : y1 + h, x0 + h : x1 + h] = cands.masks[k]
-            masks[k] = m[cy : cy + ps, cx : cx + ps]
-        mf, at = [], []
-        with torch.no_grad():
-            for s in range(0, len(cands), batch_size):
-                x = torch.from_numpy(patches[s : s + batch_size]).permute(0, 3, 1, 2).float() / 255
-                m = torch.from_numpy(masks[s : s + batch_size])[:, None]
-                out = self.models[0](x, m)
-                mf.append(torch.sigmoid(out["mf"]).numpy())
-                at.append(torch.sigmoid(out["atypical"]).numpy())
-        if not mf:
-            return np.zeros(0), np.zeros(0)
-        return np.concatenate(mf), np.concatenate(at)
+        return self._c.predict_candidates(image, cands, batch_size=batch_size)
 
 
 class FixedClassifier:
@@ -119,8 +107,8 @@ class FixedClassifier:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> TinyClassifier:
-    return TinyClassifier()
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyClassifier:
+    return TinyClassifier(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 def _nuclei_image(h: int, w: int, centres: list[tuple[int, int]], r: int = 9) -> np.ndarray:
@@ -304,7 +292,10 @@ def test_failure_mid_run_leaves_no_files(tmp_path: Path, tiny: TinyClassifier) -
     (out / "crop.summary.json").write_text("earlier\n")
     img = _nuclei_image(128, 128, [(64, 64)])
 
-    class Boom(TinyClassifier):
+    class Boom:
+        def __getattr__(self, name: str):
+            return getattr(tiny, name)
+
         def predict_candidates(self, *a, **k):
             raise RuntimeError("simulated crash")
 
