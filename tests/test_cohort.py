@@ -249,8 +249,6 @@ def test_changed_options_are_redone(serial_out: Path, slides: list[Path], tmp_pa
 def test_bad_arguments(slides: list[Path], tmp_path: Path, monkeypatch) -> None:
     from mitoscope.cohort import run_cohort
 
-    with pytest.raises(InvalidInputError, match="same outputs"):
-        run_cohort([slides[0], slides[0]], out_dir=tmp_path)
     with pytest.raises(InvalidInputError, match="executor"):
         run_cohort(slides, out_dir=tmp_path, executor="spark")
     with pytest.raises(InvalidInputError, match="--address"):

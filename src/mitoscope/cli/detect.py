@@ -72,7 +72,21 @@ def detect(
         None, "--threshold", help="MF probability threshold (default: the model's validated one)."
     ),
     workers: int = typer.Option(
-        1, "--workers", help="Processes for tile reading and proposal (1 = in process)."
+        1,
+        "--workers",
+        help="Processes: slides in parallel when there are several inputs, else tile reading "
+        "and proposal of the one input (1 = in process); Ray CPUs with --executor ray.",
+    ),
+    executor: str = typer.Option(
+        "local", "--executor", help="local | ray: where slides run (see docs/cohort.md)."
+    ),
+    address: str = typer.Option(
+        None, "--address", help="Existing Ray cluster (with --executor ray); default: local Ray."
+    ),
+    resume: bool = typer.Option(
+        True,
+        "--resume/--no-resume",
+        help="With several inputs or --executor ray: skip inputs whose outputs are complete.",
     ),
     tile_um: float = typer.Option(256.0, "--tile-um", help="Tile size in um."),
     overlap_um: float = typer.Option(32.0, "--overlap-um", help="Tile overlap in um."),
@@ -106,6 +120,18 @@ def detect(
     out_dir = check_out_dir(out)
     prop = _make_proposer(proposer, sam_checkpoint)
     classifier = _load_classifier(model, _check_device(device))
+    if len(paths) > 1 or executor.strip().lower() != "local" or address:
+        # cohorts: slides in parallel (local processes or Ray), resumable, cohort_summary.csv
+        from ..cohort.cli import detect_cohort
+
+        code = detect_cohort(
+            paths, out_dir=out_dir, proposer=prop, classifier=classifier, config=config,
+            mpp=mpp, executor=executor, workers=workers, address=address, resume=resume,
+            quiet=quiet,
+        )  # fmt: skip
+        if code:
+            raise typer.Exit(code)
+        return
 
     failures = 0
     stems: set[str] = set()

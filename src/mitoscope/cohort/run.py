@@ -121,17 +121,18 @@ def options_key(*, proposer: Any, classifier: Any, config: Any, mpp: float | Non
 
 
 def _stems(paths: Sequence[Path]) -> list[str]:
+    """Output stems; a repeated stem gets ``-2``, ``-3``, ... in input order (as in the
+    serial ``mitoscope detect``)."""
     from ..pipeline import output_stem
 
-    stems = [output_stem(p) for p in paths]
-    seen: dict[str, Path] = {}
-    for p, s in zip(paths, stems, strict=True):
-        if s in seen:
-            raise InvalidInputError(
-                f"two inputs would write the same outputs '{s}.*' ({seen[s]} and {p}); rename "
-                f"one or run them into different --out directories"
-            )
-        seen[s] = p
+    stems: list[str] = []
+    for p in paths:
+        base = stem = output_stem(p)
+        k = 2
+        while stem in stems:
+            stem = f"{base}-{k}"
+            k += 1
+        stems.append(stem)
     return stems
 
 
@@ -195,7 +196,7 @@ def run_cohort(
     Parameters
     ----------
     slides : sequence of paths
-        Whole-slide images or region images; their output stems must differ.
+        Whole-slide images or region images (a repeated output stem gets ``-2``, ``-3``, ...).
     out_dir : path
         Gets every slide's outputs (``<stem>.geojson``, ``.midog.json``, ``.csv``,
         ``.summary.json``, ``.report.html``), a completion marker ``<stem>.done.json`` per
@@ -269,12 +270,14 @@ def run_cohort(
             _remove_stale_temporaries(out, rec.stem)
             tasks.append(SlideTask(index=i, path=rec.path, stem=rec.stem))
 
-    n_slide_workers = min(int(workers), max(1, len(tasks)))
-    if ex == "local" and len(tasks) == 1 and int(workers) > 1 and int(cfg.workers) == 1:
-        # one slide: use the workers for its tiles instead
-        from dataclasses import replace
+    from dataclasses import replace
 
-        cfg = replace(cfg, workers=int(workers))
+    n_slide_workers = min(int(workers), max(1, len(tasks)))
+    if ex == "local" and len(tasks) == 1:
+        # one slide: use the workers for its tiles instead
+        cfg = replace(cfg, workers=max(int(workers), int(cfg.workers)))
+    elif n_slide_workers > 1 or ex == "ray":
+        cfg = replace(cfg, workers=1)  # parallel over slides, not tiles: no nested pools
     threads = None
     if n_slide_workers > 1:
         threads = max(1, (os.cpu_count() or 1) // n_slide_workers)

@@ -1,0 +1,65 @@
+"""The cohort branch of ``mitoscope detect`` (several inputs, ``--executor ray``, ``--address``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from .run import run_cohort
+
+
+def detect_cohort(
+    paths: list[Path],
+    *,
+    out_dir: Path,
+    proposer: Any,
+    classifier: Any,
+    config: Any,
+    mpp: float | None,
+    executor: str,
+    workers: int,
+    address: str | None,
+    resume: bool,
+    quiet: bool,
+) -> int:
+    """Run :func:`~mitoscope.cohort.run_cohort` and print one line per slide; the exit code."""
+    res = run_cohort(
+        paths,
+        out_dir=out_dir,
+        executor=executor,
+        workers=workers,
+        address=address,
+        proposer=proposer,
+        classifier=classifier,
+        config=config,
+        mpp=mpp,
+        resume=resume,
+        progress=not quiet,
+    )
+    for rec in res.records:
+        if rec.status == "failed":
+            print(f"mitoscope: error: {rec.path}: {rec.error}", file=sys.stderr)
+            continue
+        s = rec.summary or {}
+        for note in s.get("notes") or []:
+            if "no tissue" in note:
+                print(f"mitoscope: warning: {rec.slide}: {note}", file=sys.stderr)
+        if quiet:
+            continue
+        per = s.get("mitoses_per_mm2")
+        hot = (s.get("hotspot_2mm2") or {}).get("count", 0)
+        tail = " (complete from an earlier run)" if rec.status == "skipped" else ""
+        print(
+            f"{rec.slide}: {s.get('n_mitoses', 0)} mitoses"
+            f" ({'n/a' if per is None else f'{per:.2f}'}/mm² of "
+            f"{float(s.get('tissue_area_mm2') or 0):.2f} mm² tissue), hotspot 2 mm²: {hot}, "
+            f"{rec.seconds:.1f} s -> {Path(out_dir) / rec.stem}.*{tail}"
+        )
+    if res.failed:
+        print(
+            f"mitoscope: {len(res.failed)} of {len(res.records)} input(s) failed; see the errors "
+            f"above and {res.summary_path}",
+            file=sys.stderr,
+        )
+    return res.exit_code
