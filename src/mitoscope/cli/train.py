@@ -1,0 +1,78 @@
+"""``mitoscope train``: train a candidate classifier (MF vs non-MF + atypical vs normal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+
+
+def train_cmd(
+    config: Path = typer.Option(
+        None, "--config", "-c", help="TOML or YAML file of TrainConfig fields."
+    ),
+    arch: str = typer.Option(
+        None, "--arch", help="Architecture (see mitoscope.classify.list_models)."
+    ),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs of the main (MF) stage."),
+    samples_per_epoch: int = typer.Option(
+        None, "--samples-per-epoch", help="Patches drawn per epoch."
+    ),
+    seeds: str = typer.Option(
+        None, "--seeds", help="Comma-separated seeds; one ensemble member each."
+    ),
+    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint to write (.pt)."),
+    data: str = typer.Option(None, "--data", help="Training data source: amibr."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="The amibr-train folder."),
+    neg_ratio: float = typer.Option(None, "--neg-ratio", help="Negative:positive sampling ratio."),
+    no_mask: bool = typer.Option(False, "--no-mask", help="Disable the candidate-mask branch."),
+    no_multitask: bool = typer.Option(False, "--no-multitask", help="MF loss only in stage 1."),
+    stain_sigma: float = typer.Option(None, "--stain-sigma", help="HED jitter sigma (0 = off)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where the patch cache is kept."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    fast_dev_run: bool = typer.Option(
+        False, "--fast-dev-run", help="One batch: check the pipeline."
+    ),
+) -> None:
+    """Train a classifier ensemble on labelled crops and write a checkpoint with its model card."""
+    import json
+    from dataclasses import replace
+
+    from ..train.train import TrainConfig, load_config, train
+
+    fields = load_config(config) if config is not None else {}
+    cfg = TrainConfig(**fields)
+    overrides = {
+        "arch": arch,
+        "epochs": epochs,
+        "samples_per_epoch": samples_per_epoch,
+        "out": None if out is None else str(out),
+        "data": data,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "neg_ratio": neg_ratio,
+        "stain_sigma": stain_sigma,
+        "cache_dir": None if cache_dir is None else str(cache_dir),
+        "threads": threads,
+    }
+    if seeds is not None:
+        try:
+            overrides["seeds"] = tuple(int(s) for s in seeds.split(",") if s.strip())
+        except ValueError:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"--seeds must be comma-separated integers, got {seeds!r}"
+            ) from None
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if no_mask:
+        cfg = replace(cfg, use_mask=False)
+    if no_multitask:
+        cfg = replace(cfg, multitask=False)
+    if fast_dev_run:
+        cfg = replace(cfg, fast_dev_run=True)
+    result = train(cfg)
+    typer.echo(json.dumps({"out": str(result.path), **result.metrics}, default=float))

@@ -1,0 +1,89 @@
+"""A thin LightningModule around an injected :class:`~mitoscope.classify.networks.MitosisNet`."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+
+
+class MitosisModule(L.LightningModule):
+    """Multi-task training of the MF head (+ atypical and subtype heads).
+
+    Parameters
+    ----------
+    net : MitosisNet
+        Built outside (``create_model``) and injected.
+    lr, weight_decay : float
+        AdamW settings; the learning rate follows cosine annealing over ``epochs``.
+    epochs : int
+    multitask : bool
+        Add the atypical loss (MFs with an atypia label only, agreement-weighted, classes
+        balanced with ``atypical_pos_weight``) to the MF loss (Fick et al.).
+    atypical_weight : float
+        Weight of the atypical loss.
+    atypical_pos_weight : float
+        ``n_normal / n_atypical`` of the training figures.
+    subtype_weight : float
+        Weight of the subtype cross-entropy (only if the network has a subtype head).
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        epochs: int = 10,
+        multitask: bool = True,
+        atypical_weight: float = 0.5,
+        atypical_pos_weight: float = 1.0,
+        subtype_weight: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.multitask = multitask
+        self.atypical_weight = atypical_weight
+        self.atypical_pos_weight = atypical_pos_weight
+        self.subtype_weight = subtype_weight
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.net(x, mask)
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = batch["image"].contiguous(memory_format=torch.channels_last)
+        out = self.net(x, batch["mask"])
+        losses = {"mf": F.binary_cross_entropy_with_logits(out["mf"].float(), batch["is_mf"])}
+        lab = batch["atypical"]
+        has = lab >= 0
+        if self.multitask and bool(has.any()):
+            w = batch["agreement"][has]
+            pw = torch.tensor(self.atypical_pos_weight, device=w.device)
+            per = F.binary_cross_entropy_with_logits(
+                out["atypical"][has].float(), lab[has].float(), reduction="none", pos_weight=pw
+            )
+            losses["atypical"] = self.atypical_weight * (per * w).sum() / w.sum().clamp_min(1e-6)
+        if "subtype" in out and self.multitask:
+            st = batch["subtype"]
+            ok = st >= 0
+            if bool(ok.any()):
+                losses["subtype"] = self.subtype_weight * F.cross_entropy(
+                    out["subtype"][ok].float(), st[ok]
+                )
+        return losses
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        loss = sum(losses.values())
+        for k, v in losses.items():
+            self.log(f"loss_{k}", v, prog_bar=True, batch_size=len(batch["is_mf"]))
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

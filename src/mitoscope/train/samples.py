@@ -1,0 +1,356 @@
+"""Training samples from labelled crops: positives at labels, negatives from the proposer.
+
+For the AMi-Br crops (``amibr-train``; each a 128 x 128 px crop centred on a mitotic figure,
+its source exhaustively labelled) every crop gives:
+
+- the centre mitotic figure (positive; normal/atypical label and the three experts' votes),
+- other labelled mitotic figures inside the crop (positives without an atypia label),
+- labelled imposters / hard negatives inside the crop,
+- every other object the proposer finds more than ``exclusion_um`` (7.5 um, the MIDOG match
+  radius) from all labelled mitotic figures: real non-mitotic cells (negatives).
+
+Crops are resampled to ``mpp`` (0.25 um/px) first. Patches centred near the crop edge are
+filled by reflection (:func:`~mitoscope.classify.patches.extract_patches`). A labelled point's
+mask is the proposer object nearest to it within ``match_um``; when the proposer found nothing
+there a disc of radius 3 um is used (counted in ``SampleSet.meta["mask_fallbacks"]``).
+The negative:positive ratio is applied when sampling batches
+(:func:`mitoscope.train.data.make_sampler`), so the cache keeps every candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+KIND_CENTRE, KIND_MF_NEIGHBOUR, KIND_IMPOSTER, KIND_CANDIDATE = 0, 1, 2, 3
+CACHE_VERSION = 1
+
+
+@dataclass
+class SampleSet:
+    """Column container of training samples (patches at a fixed pixel size)."""
+
+    patches: np.ndarray  # (N, S, S, 3) uint8
+    masks: np.ndarray  # (N, S, S) bool
+    is_mf: np.ndarray  # (N,) int8
+    atypical: np.ndarray  # (N,) int8: 1 atypical, 0 normal, -1 unknown / not an MF
+    agreement: np.ndarray  # (N,) float32: fraction of raters agreeing with the atypia label
+    subtype: np.ndarray  # (N,) int16: index into meta["subtypes"], -1 unknown
+    kind: np.ndarray  # (N,) int8: KIND_* constants
+    crop: np.ndarray  # (N,) int32: source crop index
+    slide: np.ndarray  # (N,) str: "<dataset>/<slide>"
+    group: np.ndarray  # (N,) str: scanner / dataset domain
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.is_mf)
+
+    def subset(self, idx: np.ndarray) -> SampleSet:
+        idx = np.asarray(idx)
+        return SampleSet(
+            **{k: getattr(self, k)[idx] for k in _ARRAYS},
+            meta=dict(self.meta),
+        )
+
+
+_ARRAYS = (
+    "patches",
+    "masks",
+    "is_mf",
+    "atypical",
+    "agreement",
+    "subtype",
+    "kind",
+    "crop",
+    "slide",
+    "group",
+)
+
+
+def amibr_scanner(dataset: str, slide: str) -> tuple[str, float]:
+    """Scanner group and pixel size (um/px) of an AMi-Br crop's source slide.
+
+    MIDOG21 slides 001-050: Hamamatsu XR, 051-100: Hamamatsu S360 (both 0.23 um/px),
+    101-150: Aperio CS2 (0.25 um/px); TUPAC16: Aperio (0.25 um/px).
+    """
+    if dataset.upper().startswith("MIDOG"):
+        try:
+            num = int(Path(slide).stem)
+        except ValueError:
+            return "midog21", 0.25
+        if num <= 50:
+            return "midog21_hamamatsu_xr", 0.23
+        if num <= 100:
+            return "midog21_hamamatsu_s360", 0.23
+        return "midog21_aperio_cs2", 0.25
+    return "tupac16", 0.25
+
+
+def _read_amibr_labels(root: Path) -> Any:
+    import pandas as pd
+
+    path = root / "labels.csv"
+    if not path.is_file():
+        raise InvalidInputError(f"{root} has no labels.csv; pass the amibr-train folder")
+    return pd.read_csv(path)
+
+
+def _read_neighbours(path: Path | None) -> dict[str, list[tuple[str, float, float, str]]]:
+    import pandas as pd
+
+    out: dict[str, list[tuple[str, float, float, str]]] = {}
+    if path is None or not Path(path).is_file():
+        return out
+    df = pd.read_csv(path)
+    for r in df.itertuples(index=False):
+        out.setdefault(str(r.crop_file), []).append(
+            (
+                str(r.neighbour_class),
+                float(r.dx_px),
+                float(r.dy_px),
+                f"{r.dataset}:{r.neighbour_uid}",
+            )
+        )
+    return out
+
+
+def _cache_key(root: Path, mpp: float, size_px: int, proposer: str) -> str:
+    lab = (root / "labels.csv").read_bytes()
+    h = hashlib.sha1(lab + f"{mpp}:{size_px}:{proposer}:{CACHE_VERSION}".encode()).hexdigest()
+    return h[:12]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MITOSCOPE_CACHE", Path.home() / ".cache" / "mitoscope"))
+
+
+def build_amibr_samples(
+    root: str | Path,
+    *,
+    neighbours_csv: str | Path | None = None,
+    mpp: float = 0.25,
+    size_px: int = 100,
+    proposer: str = "classical",
+    exclusion_um: float = 7.5,
+    match_um: float = 4.0,
+    limit: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SampleSet:
+    """Build (or load from cache) the MF / non-MF / atypia samples of the AMi-Br crops.
+
+    Parameters
+    ----------
+    root : path
+        The ``amibr-train`` folder (``labels.csv`` + ``Normal/`` and ``Atypical/`` PNGs).
+    neighbours_csv : path, optional
+        ``amibr_train_crop_neighbours.csv`` (other labelled objects in each crop); default: the
+        file beside ``root`` in ``../annotations`` when it exists.
+    mpp : float
+        Pixel size the crops are resampled to (the model's input pixel size).
+    size_px : int
+        Side of the stored patches (models centre-crop to their own input size).
+    proposer : str
+        Proposer that finds the other nuclei (negatives).
+    exclusion_um : float
+        Candidates closer than this to any labelled MF are not used as negatives.
+    match_um : float
+        A proposer object within this distance of a labelled point provides its mask.
+    limit : int, optional
+        Use only the first ``limit`` crops (tests).
+    cache_dir : path, optional
+        Where the ``.npz`` cache goes (default ``~/.cache/mitoscope`` or ``$MITOSCOPE_CACHE``);
+        ``False``-y string ``"none"`` disables caching.
+    """
+    from PIL import Image
+    from skimage.transform import rescale
+    from tqdm.auto import tqdm
+
+    from ..candidates import get_proposer
+    from ..classify.patches import disc_mask, extract_patches, paste_mask
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidInputError(f"training data folder not found: {root}")
+    if neighbours_csv is None:
+        guess = root.parent / "annotations" / "amibr_train_crop_neighbours.csv"
+        neighbours_csv = guess if guess.is_file() else None
+    use_cache = str(cache_dir).lower() != "none"
+    cache_path = None
+    if use_cache:
+        cdir = Path(cache_dir) if cache_dir else default_cache_dir()
+        key = _cache_key(root, mpp, size_px, proposer)
+        cache_path = cdir / f"amibr_samples_{key}_{limit or 'all'}.npz"
+        if cache_path.is_file():
+            return load_samples(cache_path)
+
+    df = _read_amibr_labels(root)
+    if limit:
+        df = df.iloc[: int(limit)]
+    neigh = _read_neighbours(Path(neighbours_csv) if neighbours_csv else None)
+    centre_ids = {f"{d}:{u}" for d, u in zip(df["dataset"], df["uid"], strict=True)}
+    subtypes = sorted({str(s) for s in df["expert1_label"].dropna()})
+    sub_index = {s: i for i, s in enumerate(subtypes)}
+    prop = get_proposer(proposer)
+    exclusion_px = exclusion_um / mpp
+    match_px = match_um / mpp
+    disc = disc_mask(size_px, 3.0 / mpp)
+
+    cols: dict[str, list[Any]] = {k: [] for k in _ARRAYS}
+    n_fallback = 0
+    n_centre_matched = 0
+    for ci, row in enumerate(
+        tqdm(list(df.itertuples(index=False)), desc="samples", disable=not progress)
+    ):
+        group, crop_mpp = amibr_scanner(str(row.dataset), str(row.slide))
+        path = root / str(row.file)
+        try:
+            img = np.asarray(Image.open(path).convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read training crop {path}: {exc}") from None
+        scale = crop_mpp / mpp
+        if abs(scale - 1.0) > 1e-3:
+            img = rescale(
+                img, scale, order=1, channel_axis=-1, preserve_range=True, anti_aliasing=False
+            )
+            img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        cy, cx = 64.0 * scale, 64.0 * scale
+        cands = prop.propose(img, mpp=mpp)
+        points: list[tuple[float, float, int]] = [(cx, cy, KIND_CENTRE)]
+        for cls, dx, dy, nid in neigh.get(Path(str(row.file)).name, []):
+            if cls == "MF":
+                if nid in centre_ids:
+                    continue  # that figure is its own crop's centre sample
+                points.append((cx + dx * scale, cy + dy * scale, KIND_MF_NEIGHBOUR))
+            else:
+                points.append((cx + dx * scale, cy + dy * scale, KIND_IMPOSTER))
+        mf_pts = np.array([(x, y) for x, y, k in points if k != KIND_IMPOSTER], dtype=np.float64)
+        all_pts = np.array([(x, y) for x, y, _ in points], dtype=np.float64)
+        cxy = np.stack([cands.x_px, cands.y_px], axis=1) if len(cands) else np.zeros((0, 2))
+        # labelled points: patch centred on the label, mask from the nearest proposer object
+        px_x = np.array([p[0] for p in points])
+        px_y = np.array([p[1] for p in points])
+        pts_patches, _ = extract_patches(img, px_x, px_y, size_px)
+        half = size_px // 2
+        for j, (x, y, kind) in enumerate(points):
+            m = np.zeros((size_px, size_px), dtype=bool)
+            matched = False
+            if len(cands):
+                d = np.hypot(cxy[:, 0] - x, cxy[:, 1] - y)
+                k = int(np.argmin(d))
+                if d[k] <= match_px:
+                    b = cands.bbox[k]
+                    paste_mask(
+                        m,
+                        cands.masks[k],
+                        int(b[0]) - (int(round(x)) - half),
+                        int(b[1]) - (int(round(y)) - half),
+                    )
+                    matched = True
+            if not matched:
+                m = disc.copy()
+                n_fallback += 1
+            elif kind == KIND_CENTRE:
+                n_centre_matched += 1
+            cols["patches"].append(pts_patches[j])
+            cols["masks"].append(m)
+            cols["is_mf"].append(0 if kind == KIND_IMPOSTER else 1)
+            if kind == KIND_CENTRE:
+                votes = [bool(getattr(row, f"expert{i}_atypical")) for i in (1, 2, 3)]
+                lab = 1 if str(row.label).lower().startswith("atyp") else 0
+                cols["atypical"].append(lab)
+                cols["agreement"].append(sum(v == bool(lab) for v in votes) / 3.0)
+                st = getattr(row, "expert1_label", None)
+                cols["subtype"].append(sub_index.get(str(st), -1))
+            else:
+                cols["atypical"].append(-1)
+                cols["agreement"].append(1.0)
+                cols["subtype"].append(-1)
+            cols["kind"].append(kind)
+        # negatives: every other proposer object far from all labelled MFs and imposters
+        if len(cands):
+            dmf = np.min(
+                np.hypot(
+                    cxy[:, None, 0] - mf_pts[None, :, 0], cxy[:, None, 1] - mf_pts[None, :, 1]
+                ),
+                axis=1,
+            )
+            dall = np.min(
+                np.hypot(
+                    cxy[:, None, 0] - all_pts[None, :, 0], cxy[:, None, 1] - all_pts[None, :, 1]
+                ),
+                axis=1,
+            )
+            keep = (dmf > exclusion_px) & (dall > match_px)
+            if keep.any():
+                sub = cands.filter(keep)
+                p, m = extract_patches(img, sub.x_px, sub.y_px, size_px, candidates=sub)
+                for j in range(len(sub)):
+                    cols["patches"].append(p[j])
+                    cols["masks"].append(m[j])
+                    cols["is_mf"].append(0)
+                    cols["atypical"].append(-1)
+                    cols["agreement"].append(1.0)
+                    cols["subtype"].append(-1)
+                    cols["kind"].append(KIND_CANDIDATE)
+        n_new = len(cols["kind"]) - len(cols["crop"])
+        cols["crop"].extend([ci] * n_new)
+        cols["slide"].extend([f"{row.dataset}/{row.slide}"] * n_new)
+        cols["group"].extend([group] * n_new)
+
+    samples = SampleSet(
+        patches=np.stack(cols["patches"]).astype(np.uint8),
+        masks=np.stack(cols["masks"]).astype(bool),
+        is_mf=np.asarray(cols["is_mf"], dtype=np.int8),
+        atypical=np.asarray(cols["atypical"], dtype=np.int8),
+        agreement=np.asarray(cols["agreement"], dtype=np.float32),
+        subtype=np.asarray(cols["subtype"], dtype=np.int16),
+        kind=np.asarray(cols["kind"], dtype=np.int8),
+        crop=np.asarray(cols["crop"], dtype=np.int32),
+        slide=np.asarray(cols["slide"], dtype=str),
+        group=np.asarray(cols["group"], dtype=str),
+        meta={
+            "source": str(root),
+            "mpp": float(mpp),
+            "size_px": int(size_px),
+            "proposer": proposer,
+            "exclusion_um": float(exclusion_um),
+            "match_um": float(match_um),
+            "n_crops": len(df),
+            "subtypes": subtypes,
+            "mask_fallbacks": int(n_fallback),
+            "centres_matched_by_proposer": int(n_centre_matched),
+        },
+    )
+    if cache_path is not None:
+        save_samples(samples, cache_path)
+    return samples
+
+
+def save_samples(samples: SampleSet, path: str | Path) -> Path:
+    """Write a :class:`SampleSet` to an ``.npz`` file (atomically)."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+    np.savez(
+        tmp, meta=np.array(json.dumps(samples.meta)), **{k: getattr(samples, k) for k in _ARRAYS}
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def load_samples(path: str | Path) -> SampleSet:
+    """Read a :class:`SampleSet` written by :func:`save_samples`."""
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        return SampleSet(**{k: z[k] for k in _ARRAYS}, meta=json.loads(str(z["meta"])))
