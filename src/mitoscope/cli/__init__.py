@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "candidates",
     "evaluate",
     "survival",
+    "train",
+    "classify",
 ]
 
 app = typer.Typer(
