@@ -74,6 +74,9 @@ class DetectConfig:
         Write the HTML report with ``out_dir``.
     gallery_size : int
         Top detections shown (with Grad-CAM) in the report.
+    mpp_tolerance : float
+        When the slide's pixel size is within this relative distance of ``work_mpp`` (e.g.
+        0.2527 vs 0.25), tiles are read natively instead of resampled.
     """
 
     tile_um: float = 256.0
@@ -91,6 +94,7 @@ class DetectConfig:
     hpf10_area_mm2: float = 2.37
     report: bool = True
     gallery_size: int = 24
+    mpp_tolerance: float = 0.03
 
     def __post_init__(self) -> None:
         if self.tile_um <= 0 or self.overlap_um < 0 or self.overlap_um >= self.tile_um:
@@ -450,6 +454,8 @@ def _detect(
     t0 = time.perf_counter()
     info = reader.info
     work_mpp = validate_mpp(cfg.work_mpp or classifier.input_mpp, name="work_mpp")
+    if abs(info.mpp / work_mpp - 1.0) <= cfg.mpp_tolerance:
+        work_mpp = info.mpp  # close enough: read natively, no resampling
     threshold = float(classifier.threshold if cfg.threshold is None else cfg.threshold)
     atyp_thr = float(
         getattr(classifier, "atypical_threshold", 0.5)

@@ -290,7 +290,10 @@ def _gallery(
     info = result.info
     order = np.argsort(-dets.mf_probability, kind="stable")[:k]
     work_mpp = float(
-        getattr(config, "work_mpp", None) or getattr(classifier, "input_mpp", None) or info.mpp
+        result.extra.get("work_mpp")
+        or getattr(config, "work_mpp", None)
+        or getattr(classifier, "input_mpp", None)
+        or info.mpp
     )
     ps = _patch_size(classifier)
     scale = work_mpp / info.mpp  # level-0 px per work px

@@ -1,0 +1,262 @@
+"""``mitoscope detect`` end to end on real data: every output file's structure, bad input.
+
+The classifier is a tiny *random* CNN saved as a real checkpoint and passed with ``--model``
+(the structure of the outputs is what is tested here, not detection quality); the proposer is
+the real classical one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from mitoscope.cli import main
+from test_pipeline import SUMMARY_KEYS, make_tiny_classifier
+
+CSV_COLUMNS = ["x_px", "y_px", "x_um", "y_um", "mf_probability", "atypical_probability", "area_um2"]
+
+
+@pytest.fixture(scope="module")
+def model_050(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random classifier at 0.5 um/px (the sample slide's native resolution)."""
+    path = tmp_path_factory.mktemp("m050") / "tiny050.pt"
+    make_tiny_classifier(path, input_mpp=0.5, bias=-10.0, threshold=0.05)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_025(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("m025") / "tiny025.pt"
+    make_tiny_classifier(path, input_mpp=0.25, bias=-10.0, threshold=0.05)
+    return path
+
+
+def check_outputs(out: Path, stem: str, *, width: int, height: int, mpp: float) -> dict:
+    """Validate every per-slide output file; return the summary."""
+    summary = json.loads((out / f"{stem}.summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["mpp"] == pytest.approx(mpp)
+    n = summary["n_mitoses"]
+    thr = summary["threshold"]
+    for key in ("hotspot_2mm2", "hotspot_10hpf"):
+        h = summary[key]
+        assert {"count", "center_px", "radius_um", "area_mm2"} <= set(h)
+        assert 0 <= h["count"] <= n and len(h["center_px"]) == 2
+    assert summary["hotspot_2mm2"]["radius_um"] == pytest.approx(797.885, abs=1e-3)
+    assert summary["hotspot_10hpf"]["area_mm2"] == 2.37
+    if summary["tissue_area_mm2"] > 0:
+        assert summary["mitoses_per_mm2"] == pytest.approx(
+            n / summary["tissue_area_mm2"], rel=1e-3, abs=1e-4
+        )
+    assert summary["atypical_ratio"] is None or 0 <= summary["atypical_ratio"] <= 1
+    assert isinstance(summary["model"], str) and summary["proposer"] == "classical"
+    assert summary["seconds"] > 0
+
+    # QuPath GeoJSON: a FeatureCollection of detections with a classification and measurements
+    gj = json.loads((out / f"{stem}.geojson").read_text())
+    assert gj["type"] == "FeatureCollection"
+    assert len(gj["features"]) == n
+    for f in gj["features"]:
+        assert f["type"] == "Feature"
+        geom = f["geometry"]
+        assert geom["type"] in ("Polygon", "Point")
+        if geom["type"] == "Polygon":
+            ring = np.asarray(geom["coordinates"][0])
+            assert ring.shape[1] == 2 and len(ring) >= 4
+            assert ring[0].tolist() == ring[-1].tolist()  # closed
+            assert (ring[:, 0] >= -1).all() and (ring[:, 0] <= width + 1).all()
+            assert (ring[:, 1] >= -1).all() and (ring[:, 1] <= height + 1).all()
+        props = f["properties"]
+        assert props["objectType"] == "detection"
+        assert props["classification"]["name"] in ("Mitotic figure", "Atypical mitotic figure")
+        color = props["classification"]["color"]
+        assert len(color) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in color)
+        assert props["measurements"]["mf_probability"] >= thr - 1e-6
+        assert "area_um2" in props["measurements"]
+
+    # MIDOG result format: mm coordinates, every candidate above the floor
+    mj = json.loads((out / f"{stem}.midog.json").read_text())
+    assert mj["type"] == "Multiple points"
+    assert mj["version"] == {"major": 1, "minor": 0}
+    names = [p["name"] for p in mj["points"]]
+    assert set(names) <= {"mitotic figure", "non-mitotic figure"}
+    assert names.count("mitotic figure") == n
+    for p in mj["points"]:
+        x_mm, y_mm, z = p["point"]
+        assert z == 0 and 0 <= x_mm <= width * mpp / 1000 and 0 <= y_mm <= height * mpp / 1000
+        assert 0 <= p["probability"] <= 1
+        assert (p["probability"] >= thr) == (p["name"] == "mitotic figure")
+
+    # CSV: one row per mitosis with exactly the documented columns
+    with open(out / f"{stem}.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == CSV_COLUMNS
+    assert len(rows) - 1 == n
+    for r in rows[1:]:
+        assert float(r[2]) == pytest.approx(float(r[0]) * mpp, abs=0.01)
+        assert float(r[4]) >= thr - 1e-6
+
+    # HTML: self-contained, with images and the numbers
+    html = (out / f"{stem}.report.html").read_text()
+    assert html.startswith("<!doctype html>")
+    assert html.count('src="data:image/png;base64,') >= 2
+    assert "http://" not in html and "https://" not in html
+    assert f"<b>{n}</b>" in html
+    return summary
+
+
+def test_detect_real_svs_end_to_end(tmp_path: Path, model_050: Path, capsys) -> None:
+    from mitoscope.io import read_sliderunner
+
+    svs = shared_file("slides", "cmu_small_region.svs")
+    out = tmp_path / "results"
+    rc = main(["detect", str(svs), "--out", str(out), "--model", str(model_050), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    s = check_outputs(out, "cmu_small_region", width=2220, height=2967, mpp=0.499)
+    assert s["n_mitoses"] > 0 and s["tissue_area_mm2"] > 0.1
+    # the region (1.1 x 1.5 mm) is smaller than the 2 mm² field (1.6 mm across): stated
+    assert s["hotspot_2mm2"]["field_fits"] is False and "smaller than" in s["hotspot_2mm2"]["note"]
+    assert s["work_mpp"] == pytest.approx(0.499)  # within 3 % of 0.5: read natively
+    assert s["model"] == "tiny_cnn-random"
+    # one SQLite database, readable by the SlideRunner reader
+    db = out / "mitoscope.sqlite"
+    ann = read_sliderunner(db)
+    assert set(ann.images()) == {"cmu_small_region.svs"}
+    assert int(ann.is_mitosis.sum()) == s["n_mitoses"]
+    con = sqlite3.connect(db)
+    ((w, h),) = con.execute("SELECT width, height FROM Slides").fetchall()
+    con.close()
+    assert (w, h) == (2220, 2967)
+
+
+def test_detect_real_crop_with_mpp(tmp_path: Path, model_025: Path) -> None:
+    crop = shared_file("amibr-train", "Normal", "MIDOG21_10.png")
+    out = tmp_path / "o"
+    rc = main(
+        ["detect", str(crop), "--mpp", "0.25", "--out", str(out), "--model", str(model_025), "-q"]
+    )
+    assert rc == 0
+    s = check_outputs(out, "MIDOG21_10", width=128, height=128, mpp=0.25)
+    assert s["tissue_area_mm2"] == pytest.approx(128 * 128 * 0.0625 / 1e6)
+    assert s["n_tiles"] == 1 and s["n_candidates"] > 0
+    assert s["hotspot_2mm2"]["field_fits"] is False
+    assert (out / "mitoscope.sqlite").exists()
+
+
+def test_several_inputs_one_bad(tmp_path: Path, model_025: Path, capsys) -> None:
+    crop = shared_file("amibr-train", "Normal", "MIDOG21_10.png")
+    bad = tmp_path / "corrupt.svs"
+    bad.write_bytes(b"not a slide at all" * 100)
+    out = tmp_path / "o"
+    rc = main(
+        [
+            "detect",
+            str(bad),
+            str(tmp_path / "missing.svs"),
+            str(crop),
+            "--mpp",
+            "0.25",
+            "--out",
+            str(out),
+            "--model",
+            str(model_025),
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "missing.svs: no such file" in err and "corrupt.svs" in err
+    assert "2 of 3 input(s) failed" in err
+    assert (out / "MIDOG21_10.summary.json").exists()  # the good one was done
+    assert not list(out.glob("corrupt*")) and not list(out.glob("missing*"))
+
+
+def test_unreadable_model_file(tmp_path: Path, capsys) -> None:
+    crop = shared_file("amibr-train", "Normal", "MIDOG21_10.png")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "MIDOG21_10.csv").write_text("earlier\n")
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x00garbage" * 50)
+    rc = main(["detect", str(crop), "--mpp", "0.25", "--out", str(out), "--model", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("mitoscope: error:") and len(err.splitlines()) == 1
+    assert "model.pt" in err
+    assert sorted(p.name for p in out.iterdir()) == ["MIDOG21_10.csv"]
+    assert (out / "MIDOG21_10.csv").read_text() == "earlier\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ([], "--mpp"),  # a PNG crop without a pixel size
+        (["--mpp", "100"], "outside the plausible range"),
+        (["--mpp", "0.25", "--threshold", "2"], "threshold"),
+        (["--mpp", "0.25", "--proposer", "sam"], "--sam-checkpoint"),
+        (["--mpp", "0.25", "--device", "tpu"], "--device"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    tmp_path: Path,
+    model_025: Path,
+    capsys,
+    extra: list[str],
+    needle: str,
+) -> None:
+    crop = shared_file("amibr-train", "Normal", "MIDOG21_10.png")
+    out = tmp_path / "o"
+    rc = main(["detect", str(crop), "--out", str(out), "--model", str(model_025), "-q", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err
+    assert not list(out.glob("MIDOG21_10.*")) if out.exists() else True
+
+
+def test_unwritable_out_is_exit_2(tmp_path: Path, model_025: Path, capsys) -> None:
+    crop = shared_file("amibr-train", "Normal", "MIDOG21_10.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(
+        [
+            "detect",
+            str(crop),
+            "--mpp",
+            "0.25",
+            "--out",
+            str(blocker / "sub"),
+            "--model",
+            str(model_025),
+        ]
+    )
+    assert rc == 2
+    assert "cannot create output directory" in capsys.readouterr().err
+
+
+def test_sample_slide_is_the_real_file() -> None:
+    from mitoscope.data import sample_slide
+
+    p = sample_slide()
+    assert p.stat().st_size == 1938955
+    shared = shared_file("slides", "cmu_small_region.svs")
+    assert p.read_bytes() == shared.read_bytes()
+
+
+@pytest.mark.slow
+def test_sample_command_with_bundled_model(tmp_path: Path) -> None:
+    """The README's first command: ``mitoscope detect --sample --out results/`` (bundled model)."""
+    from mitoscope.classify import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("the bundled model is not in this checkout yet")
+    out = tmp_path / "results"
+    assert main(["detect", "--sample", "--out", str(out), "--device", "cpu", "-q"]) == 0
+    s = check_outputs(out, "cmu_small_region", width=2220, height=2967, mpp=0.499)
+    assert math.isfinite(s["seconds"])
