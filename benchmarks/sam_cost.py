@@ -6,16 +6,20 @@ models measure the cost of the configuration. What random weights do change: alm
 the predicted-IoU / stability / area filters, so RLE encoding and NMS (cheap next to the decoder)
 are under-counted; the numbers are a lower bound for a real checkpoint.
 
-Measures, on a real H&E image (``tiatoolbox_target_image.png`` reflect-padded to 1024 x 1024,
-taken as 0.25 um/px):
+Measured on a real H&E image (``tiatoolbox_target_image.png`` reflect-padded to 1024 x 1024,
+taken as 0.25 um/px), at the OMG-Net config (64 x 64 points, pred IoU > 0.8, stability > 0.8,
+area 2.25-225 um², NMS 0.7):
 
-* ``vit_b``: full automatic mask generation at the OMG-Net config (64 x 64 points, pred IoU > 0.8,
-  stability > 0.8, area 2.25-225 um², NMS 0.7), CPU bfloat16 autocast, ``--tiles`` runs;
-* ``vit_h``: the image encoder once (``--vit-h-full`` also runs the full generation).
+* ``vit_b`` image encoder in float32 and under CPU bfloat16 autocast;
+* ``vit_b`` full automatic mask generation (``SamProposer.propose``) in ``--amg-dtype``
+  (``float32`` by default: this CPU has no native bfloat16), ``--tiles`` runs;
+* the mask decoder for ``--bf16-batches`` batches of 64 prompts under bfloat16 autocast,
+  extrapolated to the 64 batches of a tile (an *estimate*, labelled so);
+* ``vit_h`` image encoder once in float32 (``--vit-h-bf16`` adds bfloat16); a vit_h tile is
+  estimated as vit_h encoder + (vit_b tile - vit_b encoder), since the decoder is shared.
 
-Seconds per mm² are extrapolated from one tile (0.0655 mm² at 0.25 um/px) and from the tile's
-core in ``propose_slide``'s default plan (256 um tiles with 32 um overlap -> 224 um cores,
-0.0502 mm²).
+Seconds per mm² are extrapolated from one tile (0.0655 mm² at 0.25 um/px) and from the tile core
+of ``propose_slide``'s default plan (256 um tiles with 32 um overlap -> 224 um cores, 0.0502 mm²).
 
 Run (slow: minutes)::
 
@@ -25,6 +29,7 @@ Run (slow: minutes)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -50,95 +55,149 @@ def _tile() -> np.ndarray:
     return np.ascontiguousarray(img[:1024, :1024])
 
 
-def _time_encoder(model, tile: np.ndarray) -> float:  # type: ignore[no-untyped-def]
+def _ctx(dtype: str):  # type: ignore[no-untyped-def]
+    import torch
+
+    if dtype == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _timed(fn) -> tuple[float, float, object]:  # type: ignore[no-untyped-def]
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def _encoder(model, tile: np.ndarray, dtype: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     import torch
     from segment_anything import SamPredictor
 
     pred = SamPredictor(model)
-    t0 = time.perf_counter()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        pred.set_image(tile)
-    return time.perf_counter() - t0
+
+    def run() -> None:
+        with torch.inference_mode(), _ctx(dtype):
+            pred.set_image(tile)
+
+    wall, cpu, _ = _timed(run)
+    return wall, cpu
 
 
-def _time_generate(model, tile: np.ndarray, reps: int) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
+def _decoder_batches(model, tile: np.ndarray, dtype: str, n: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Seconds for each of the first ``n`` 64-prompt batches of the OMG-Net point grid."""
+    import torch
+
     from mitoscope.candidates.sam import SamProposer
 
-    prop = SamProposer(model=model, device="cpu")
-    assert prop.config.points_per_side == 64
-    times, n = [], 0
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        c = prop.propose(tile, mpp=MPP)
-        times.append(time.perf_counter() - t0)
-        n = len(c)
-    return times, n
+    prop = SamProposer(model=model, device="cpu", cpu_dtype=dtype)
+    gen = prop._get_generator()
+    gen.min_area_px, gen.max_area_px = 2.25 / MPP**2, 225.0 / MPP**2
+    times = []
+    with torch.inference_mode(), _ctx(dtype):
+        gen.predictor.set_image(tile)
+        pts = gen.point_grids[0] * np.array(tile.shape[:2])[None, ::-1]
+        size = tile.shape[:2]
+        box = [0, 0, size[1], size[0]]
+        for b in range(n):
+            chunk = pts[b * 64 : (b + 1) * 64]
+            t0 = time.perf_counter()
+            gen._process_batch(chunk, size, box, size)
+            times.append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from mitoscope.candidates.sam import build_sam_model
+    from mitoscope.candidates.sam import SamProposer, build_sam_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tiles", type=int, default=1, help="full vit_b runs to time")
-    ap.add_argument("--vit-h-full", action="store_true", help="also time the full vit_h AMG")
+    ap.add_argument("--tiles", type=int, default=1, help="full vit_b AMG runs to time")
+    ap.add_argument("--amg-dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--bf16-batches", type=int, default=2, help="0 = skip the bf16 decoder")
+    ap.add_argument("--vit-h-bf16", action="store_true")
+    ap.add_argument("--skip-vit-h", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
     tile = _tile()
     res: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, "
-        f"torch threads {torch.get_num_threads()}, no GPU",
+        f"torch {torch.__version__} threads {torch.get_num_threads()}, no GPU",
         "load_average_start": os.getloadavg(),
         "tile": "1024x1024 @ 0.25 um/px",
         "tile_mm2": TILE_MM2,
         "core_mm2": CORE_MM2,
     }
-    for variant in ("vit_b", "vit_h"):
-        t0 = time.perf_counter()
-        model = build_sam_model(variant, seed=0).eval()
-        build = time.perf_counter() - t0
-        enc = _time_encoder(model, tile)
-        row = {"build_seconds": build, "encoder_seconds": enc}
-        print(f"{variant}: build {build:.1f} s, image encoder {enc:.1f} s", flush=True)
-        if variant == "vit_b" or args.vit_h_full:
-            times, n = _time_generate(model, tile, args.tiles)
-            per = float(np.mean(times))
-            row.update(
-                {
-                    "amg_seconds_per_tile": times,
-                    "amg_candidates": n,
-                    "seconds_per_mm2_tile": per / TILE_MM2,
-                    "seconds_per_mm2_core": per / CORE_MM2,
-                }
-            )
-            print(
-                f"{variant}: AMG {per:.1f} s per tile -> {per / TILE_MM2:.0f} s/mm² "
-                f"({per / CORE_MM2:.0f} s/mm² of tile cores), {n} candidates (random weights)",
-                flush=True,
-            )
-        else:
-            # extrapolate: encoder(vit_h) + (AMG(vit_b) - encoder(vit_b)); decoder is shared
-            b = res["vit_b"]
-            per = enc + float(np.mean(b["amg_seconds_per_tile"])) - b["encoder_seconds"]
-            row.update(
-                {
-                    "amg_seconds_per_tile_estimate": per,
-                    "seconds_per_mm2_tile_estimate": per / TILE_MM2,
-                    "seconds_per_mm2_core_estimate": per / CORE_MM2,
-                }
-            )
-            print(
-                f"{variant}: estimated AMG {per:.1f} s per tile (vit_h encoder + vit_b decoder "
-                f"part) -> {per / TILE_MM2:.0f} s/mm²",
-                flush=True,
-            )
-        res[variant] = row
-        del model
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+
+    model = build_sam_model("vit_b", seed=0).eval()
+    b: dict = {}
+    res["vit_b"] = b
+    for dtype in ("float32", "bfloat16"):
+        wall, cpu = _encoder(model, tile, dtype)
+        b[f"encoder_{dtype}"] = {"wall_s": wall, "cpu_s": cpu}
+        print(f"vit_b encoder {dtype}: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
+        save()
+    times = []
+    n = 0
+    for _ in range(args.tiles):
+        prop = SamProposer(model=model, device="cpu", cpu_dtype=args.amg_dtype)
+        assert prop.config.points_per_side == 64
+        wall, cpu, c = _timed(lambda prop=prop: prop.propose(tile, mpp=MPP))
+        times.append({"wall_s": wall, "cpu_s": cpu})
+        n = len(c)  # type: ignore[arg-type]
+        print(
+            f"vit_b AMG {args.amg_dtype}: {wall:.1f} s wall, {cpu:.1f} s cpu, {n} cand.", flush=True
+        )
+    per = float(np.mean([t["wall_s"] for t in times]))
+    b["amg"] = {
+        "dtype": args.amg_dtype,
+        "runs": times,
+        "candidates": n,
+        "seconds_per_tile": per,
+        "seconds_per_mm2_tile": per / TILE_MM2,
+        "seconds_per_mm2_core": per / CORE_MM2,
+    }
+    save()
+    if args.bf16_batches:
+        bt = _decoder_batches(model, tile, "bfloat16", args.bf16_batches)
+        est = b["encoder_bfloat16"]["wall_s"] + float(np.mean(bt)) * 64
+        b["amg_bfloat16_estimate"] = {
+            "batch_seconds": bt,
+            "seconds_per_tile_estimate": est,
+            "seconds_per_mm2_tile_estimate": est / TILE_MM2,
+        }
+        print(
+            f"vit_b bf16 decoder batches {[round(t, 1) for t in bt]} -> tile ~{est:.0f} s",
+            flush=True,
+        )
+        save()
+    del model
+    if not args.skip_vit_h:
+        model = build_sam_model("vit_h", seed=0).eval()
+        h: dict = {}
+        res["vit_h"] = h
+        for dtype in ("float32", "bfloat16") if args.vit_h_bf16 else ("float32",):
+            wall, cpu = _encoder(model, tile, dtype)
+            h[f"encoder_{dtype}"] = {"wall_s": wall, "cpu_s": cpu}
+            print(f"vit_h encoder {dtype}: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
+            save()
+        enc_b = b[f"encoder_{args.amg_dtype}"]["wall_s"]
+        enc_h = h.get(f"encoder_{args.amg_dtype}", h["encoder_float32"])["wall_s"]
+        est = enc_h + per - enc_b
+        h["amg_estimate"] = {
+            "dtype": args.amg_dtype,
+            "seconds_per_tile_estimate": est,
+            "seconds_per_mm2_tile_estimate": est / TILE_MM2,
+            "seconds_per_mm2_core_estimate": est / CORE_MM2,
+        }
+        print(f"vit_h AMG estimate: {est:.0f} s per tile -> {est / TILE_MM2:.0f} s/mm²", flush=True)
     res["load_average_end"] = os.getloadavg()
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
+    save()
     return 0
 
 

@@ -48,6 +48,9 @@ class SamConfig:
     box_nms_thresh: float = 0.7
     min_area_um2: float = MIN_AREA_UM2
     max_area_um2: float = MAX_AREA_UM2
+    #: autocast dtype on CPU: "bfloat16" (OMG-Net setting) or "float32" (no autocast; faster on
+    #: CPUs without native bfloat16 support, see docs/benchmarks.md)
+    cpu_dtype: str = "bfloat16"
 
 
 def _import_sam() -> Any:
@@ -263,7 +266,8 @@ class SamProposer:
         An already built model (e.g. :func:`build_sam_model` ``("tiny")`` in tests).
     config : SamConfig, optional
     device : str, optional
-        ``"cuda"`` when available, else ``"cpu"`` (bfloat16 autocast).
+        ``"cuda"`` when available, else ``"cpu"`` (bfloat16 autocast unless
+        ``cpu_dtype="float32"``).
     **overrides
         Fields of :class:`SamConfig`, e.g. ``points_per_side=16``.
     """
@@ -285,6 +289,10 @@ class SamProposer:
 
         cfg = config or SamConfig()
         self.config = replace(cfg, **overrides) if overrides else cfg
+        if self.config.cpu_dtype not in ("bfloat16", "float32"):
+            raise InvalidInputError(
+                f"cpu_dtype must be 'bfloat16' or 'float32', got {self.config.cpu_dtype!r}"
+            )
         if model is None:
             if checkpoint is None:
                 raise ModelLoadError(
@@ -328,7 +336,7 @@ class SamProposer:
         gen.min_area_px = self.config.min_area_um2 / (mpp * mpp)
         gen.max_area_px = self.config.max_area_um2 / (mpp * mpp)
         ctx: Callable[[], Any]
-        if self.device == "cpu":
+        if self.device == "cpu" and self.config.cpu_dtype == "bfloat16":
             ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
         else:
             import contextlib

@@ -38,11 +38,16 @@ def candidates(
     """Propose candidate objects (with masks) and write x_px,y_px,area_um2,score,bbox to CSV."""
     from ..candidates import get_proposer, propose_slide
     from ..candidates.table import write_candidates_csv
-    from ..errors import InvalidInputError
+    from ..errors import InvalidInputError, ModelLoadError
     from ..slide import detect_tissue, open_slide, plan_tiles
 
     name = proposer.strip().lower()
     if name == "sam":
+        if sam_checkpoint is None:  # fail before importing torch
+            raise ModelLoadError(
+                "--proposer sam needs weights; pass --sam-checkpoint sam_vit_h_4b8939.pth "
+                "(a Segment Anything checkpoint) or use --proposer classical"
+            )
         prop = get_proposer("sam", checkpoint=sam_checkpoint, variant=sam_variant)
     elif name == "classical":
         prop = get_proposer("classical")
