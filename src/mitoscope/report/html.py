@@ -52,8 +52,8 @@ table.facts{border-collapse:collapse;font-size:13px;margin-top:12px}
 table.facts td{padding:3px 14px 3px 0;vertical-align:top}
 table.facts td:first-child{color:#666}
 .figs{display:flex;flex-wrap:wrap;gap:18px}
-figure{margin:0}
-figure img{max-width:100%;border:1px solid #ddd;border-radius:4px;image-rendering:auto}
+figure{margin:0;flex:1 1 480px;max-width:720px}
+figure img{width:100%;border:1px solid #ddd;border-radius:4px;image-rendering:auto}
 figcaption{font-size:12px;color:#555;margin-top:6px;max-width:700px}
 .legend i{display:inline-block;width:11px;height:11px;border-radius:50%;margin:0 4px 0 10px;
 border:2px solid}
@@ -61,7 +61,7 @@ border:2px solid}
 background:linear-gradient(90deg,#000004,#280b54,#65156e,#9f2a63,#d44842,#f57d15,#fac127,#fcffa4)}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:12px}
 .card{border:1px solid #e2e2ea;border-radius:6px;padding:8px;font-size:12px}
-.card img{width:128px;height:128px;border-radius:3px;image-rendering:pixelated}
+.card img{width:128px;height:128px;border-radius:3px}
 .card .p{font-weight:600;font-size:13px}
 .note{background:#fff6e0;border-left:4px solid #f0a000;padding:8px 12px;margin:8px 0;font-size:13px}
 .muted{color:#777;font-size:12px}
@@ -261,6 +261,9 @@ def _heatmap_png(
     grey = thumb.mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)
     grey = blend(grey, np.full_like(grey, 255), 0.35)
     alpha = np.where(norm > 0.02, 0.25 + 0.65 * norm, 0.0)
+    if tissue is not None and np.asarray(tissue.mask).any():
+        on_tissue = resize_to(np.asarray(tissue.mask, dtype=np.float32), (w, h)) > 0.5
+        alpha = alpha * on_tissue  # density is shown over tissue only
     img = blend(grey, colormap(norm), alpha)
     circles = []
     if result.hotspot_2mm2 is not None:
