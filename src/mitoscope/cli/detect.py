@@ -20,7 +20,7 @@ def _load_classifier(model: Path | None, device: str) -> Any:
     return load_classifier(None if model is None else str(model), device=device)
 
 
-def _make_proposer(name: str, sam_checkpoint: Path | None) -> Any:
+def _make_proposer(name: str, sam_checkpoint: Path | None, variant: str, device: str) -> Any:
     from ..candidates import get_proposer
     from ..errors import InvalidInputError
 
@@ -31,7 +31,12 @@ def _make_proposer(name: str, sam_checkpoint: Path | None) -> Any:
                 "--proposer sam needs --sam-checkpoint FILE (a Segment Anything checkpoint, "
                 "e.g. sam_vit_h_4b8939.pth)"
             )
-        return get_proposer("sam", checkpoint=sam_checkpoint)
+        return get_proposer(
+            "sam",
+            checkpoint=sam_checkpoint,
+            variant=variant,
+            device=None if device == "auto" else device,
+        )
     if key == "classical":
         return get_proposer("classical")
     raise InvalidInputError(f"unknown --proposer {name!r}; choose classical or sam")
@@ -63,6 +68,7 @@ def detect(
     sam_checkpoint: Path = typer.Option(
         None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
     ),
+    sam_variant: str = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b"),
     model: Path = typer.Option(
         None, "--model", help="Classifier checkpoint (default: the bundled model)."
     ),
@@ -99,6 +105,7 @@ def detect(
     Per input, --out DIR gets <stem>.geojson (QuPath), <stem>.midog.json, <stem>.csv, <stem>.summary.json and <stem>.report.html; all slides of the run are appended to DIR/mitoscope.sqlite (SlideRunner). A bad input is reported and skipped (exit code 2 at the end).
     """
     import warnings
+    from dataclasses import replace
 
     from ..errors import MitoscopeError
     from ..io import SlideRunnerDB
@@ -118,8 +125,12 @@ def detect(
         report=not no_report,
     )
     out_dir = check_out_dir(out)
-    prop = _make_proposer(proposer, sam_checkpoint)
-    classifier = _load_classifier(model, _check_device(device))
+    dev = _check_device(device)
+    prop = _make_proposer(proposer, sam_checkpoint, sam_variant, dev)
+    if workers > 1 and getattr(prop, "name", "") == "sam":
+        # the SAM model is large and GPU-bound: propose in the main process
+        config = replace(config, workers=1)
+    classifier = _load_classifier(model, dev)
     if len(paths) > 1 or executor.strip().lower() != "local" or address:
         # cohorts: slides in parallel (local processes or Ray), resumable, cohort_summary.csv
         from ..cohort.cli import detect_cohort
