@@ -66,12 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=None, help="also time a real image")
     ap.add_argument("--image-mpp", type=float, default=0.25)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a proposer option, e.g. --set merge_radius_um=4 --set dark_levels=[]",
+    )
     ap.add_argument("--misses", type=Path, default=None, help="write missed figures (CSV)")
     args = ap.parse_args(argv)
 
-    opts = {}
+    opts: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        opts[key] = json.loads(value)
+        if isinstance(opts[key], list):
+            opts[key] = tuple(opts[key])
     if args.proposer == "sam":
-        opts = {"checkpoint": args.sam_checkpoint, "variant": args.sam_variant}
+        opts.update({"checkpoint": args.sam_checkpoint, "variant": args.sam_variant})
     proposer = get_proposer(args.proposer, **opts)
     crops_dir = args.data / "amibr-train"
     labels = pd.read_csv(crops_dir / "labels.csv")
@@ -140,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res = {
         "proposer": proposer.name,
+        "options": args.set,
         "crops": len(labels),
         "pad_px": pad,
         "recall": {k: {"hit": v[0], "n": v[1], "recall": v[0] / v[1]} for k, v in hits.items()},
@@ -171,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             "candidates": len(c),
             "candidates_per_mm2": len(c) / a,
         }
-    print(f"proposer={proposer.name} crops={len(labels)} pad_px={pad}")
+    print(f"proposer={proposer.name} crops={len(labels)} pad_px={pad} options={args.set}")
     print("| group | recalled / labelled | recall |")
     print("|---|---|---|")
     for k in sorted(hits, key=lambda s: (s != "all", s)):

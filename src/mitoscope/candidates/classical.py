@@ -213,16 +213,23 @@ def _split(fg: np.ndarray, *, mpp: float, cfg: ClassicalConfig) -> np.ndarray:
     small_enough = sizes <= cfg.max_component_um2
     small_enough[0] = False
     fg = small_enough[lab]
-    region = fg
-    dist = ndi.distance_transform_edt(region).astype(np.float32)
+    dist = ndi.distance_transform_edt(fg).astype(np.float32)
     dist = ndi.gaussian_filter(dist, 1.0)
     size = max(3, int(round(cfg.split_distance_um / mpp)) | 1)
     peaks = (dist == ndi.maximum_filter(dist, size=size)) & (dist >= cfg.split_min_radius_um / mpp)
-    peaks &= region
+    peaks &= fg
     markers, m = ndi.label(peaks)
-    ws = watershed(-dist, markers, mask=region)
-    # components without any marker (too thin for a peak) stay whole
-    lost = region & (ws == 0)
-    out = ws
-    out[lost] = lab[lost] + m
+    if m == 0:
+        return lab * fg
+    # only components holding two or more markers need a watershed
+    owner = np.zeros(m + 1, dtype=np.int64)
+    owner[markers[peaks]] = lab[peaks]  # the component each marker lies in
+    multi = np.bincount(owner[1:], minlength=n + 1) >= 2
+    multi[0] = False
+    out = np.where(fg, lab + m, 0)
+    if multi.any():
+        region = multi[lab]
+        markers[~region] = 0
+        ws = watershed(-dist, markers, mask=region)
+        out[region] = ws[region]
     return out
