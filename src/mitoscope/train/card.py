@@ -1,0 +1,105 @@
+"""Render a checkpoint's model card (stored inside the checkpoint) as Markdown.
+
+``python -m mitoscope.train.card MODEL.pt > docs/model_card.md``
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def render_model_card(
+    card: dict[str, Any], *, threshold: float, atypical_threshold: float, path: str = ""
+) -> str:
+    """Markdown model card from the ``card`` dict written by :func:`mitoscope.train.train`."""
+    m = card.get("validation_metrics", {})
+    d = card.get("data", {})
+    sm = d.get("sample_meta", {})
+    sp = card.get("split", {})
+    cfg = card.get("config", {})
+
+    def f(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    lines = [
+        "# Model card: mitoscope default classifier",
+        "",
+        f"File: `{path or 'src/mitoscope/data/mitoscope_default_classifier.pt'}` "
+        "(float16 weights). Loaded by `mitoscope classify` and by detection when no `--model` is given.",
+        "",
+        "## Architecture",
+        f"- `{card.get('architecture')}`: {card.get('description', '')}",
+        f"- input: {card.get('patch_size_px')} x {card.get('patch_size_px')} px RGB at "
+        f"{card.get('input_mpp')} um/px, candidate mask branch: {card.get('uses_mask')}",
+        "- heads: MF vs non-MF (stage 1, with the atypical head jointly when multi-task), atypical "
+        "vs normal refitted on frozen-encoder features of mitotic figures only, classes balanced, "
+        "agreement-weighted (stage 2, Fick et al.)",
+        f"- ensemble of {card.get('ensemble_size')} member(s), seeds {card.get('seeds')}",
+        "",
+        "## Training data",
+        f"- {d.get('licence', '')}",
+        f"- {sm.get('n_crops')} crops resampled to {sm.get('mpp')} um/px; positives at the crop "
+        "centres (+ labelled MF neighbours), negatives = labelled imposters + every other object "
+        f"the `{sm.get('proposer')}` proposer finds more than {sm.get('exclusion_um')} um from any "
+        "labelled MF (the sources are exhaustively labelled).",
+        f"- the proposer matched {sm.get('centres_matched_by_proposer')} of {sm.get('n_crops')} "
+        f"crop-centre figures within {sm.get('match_um')} um; {sm.get('mask_fallbacks')} labelled "
+        "points got a 3 um disc mask instead",
+        f"- {d.get('n_train_samples')} training samples from {d.get('n_train_slides')} slides; "
+        f"{d.get('n_val_samples')} validation samples from {d.get('n_val_slides')} slides",
+        "",
+        "## Split",
+        f"- by {sp.get('by')}, never by crop: validation fraction {sp.get('val_fraction')}, "
+        f"split seed {sp.get('split_seed')}",
+        f"- validation slides: {', '.join(sp.get('val_slides', []))}",
+        "",
+        "## Thresholds (chosen on the validation slides only)",
+        f"- MF: {threshold:.4f} (maximum F1); atypical: {atypical_threshold:.4f} "
+        "(maximum balanced accuracy)",
+        "",
+        "## Validation metrics (slide-grouped held-out slides; same slides as the thresholds)",
+        f"- MF vs non-MF: ROC AUC {f(m.get('mf_roc_auc'))}, F1 {f(m.get('mf_f1'))} "
+        f"({m.get('n_mf')} MF among {m.get('n_samples')} candidates)",
+        f"- atypical vs normal: balanced accuracy {f(m.get('atypical_balanced_accuracy'))}, "
+        f"ROC AUC {f(m.get('atypical_roc_auc'))} ({m.get('n_atypical_labelled')} figures)",
+        "- Caveat: the thresholds were tuned on these same validation slides, so F1 and "
+        "balanced accuracy here are optimistic; see docs/benchmarks.md for cross-validation on "
+        "unseen slides. The published AMi-Br reference (balanced accuracy 0.8135) is on the "
+        "official held-out test split, which is not available here.",
+        f"- training time: {m.get('train_seconds')} s on a shared 2-core CPU",
+        "",
+        "## Training recipe",
+        "```",
+        *[f"{k} = {v}" for k, v in cfg.items() if k not in ("progress",)],
+        "```",
+        "Reproduce with `scripts/train_default_model.sh` (= `mitoscope train --config "
+        "configs/default_model.toml`).",
+        "",
+        "## Intended use and limits",
+        "- Research use: scoring candidate nuclei in H&E breast-cancer images at ~0.25 um/px. "
+        "Trained on human breast cancer only (MIDOG21 + TUPAC16 scanners); other tumours, "
+        "species and scanners are out of domain.",
+        "- Trained on a CPU with a very small budget; not a diagnostic device.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..classify import load_classifier
+
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else None
+    clf = load_classifier(path, device="cpu")
+    shown = str(Path(path)) if path else ""
+    sys.stdout.write(
+        render_model_card(
+            clf.card, threshold=clf.threshold, atypical_threshold=clf.atypical_threshold, path=shown
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
