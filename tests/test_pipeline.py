@@ -86,9 +86,21 @@ class TinyClassifier:
     def __getattr__(self, name: str):
         return getattr(self._c, name)
 
-    def predict_candidates(self, image, cands, batch_size=256):
+    def predict_patches(self, patches, masks=None, *, batch_size=256):
         self.calls += 1
-        return self._c.predict_candidates(image, cands, batch_size=batch_size)
+        return self._c.predict_patches(patches, masks, batch_size=batch_size)
+
+
+class PerTileOnly:
+    """The same classifier seen through ``predict_candidates`` only (no cross-tile batches)."""
+
+    def __init__(self, clf) -> None:
+        self._c = clf
+
+    def __getattr__(self, name: str):
+        if name in ("predict_patches", "patch_size_px"):
+            raise AttributeError(name)
+        return getattr(self._c, name)
 
 
 class FixedClassifier:
@@ -299,6 +311,8 @@ def test_failure_mid_run_leaves_no_files(tmp_path: Path, tiny: TinyClassifier) -
         def predict_candidates(self, *a, **k):
             raise RuntimeError("simulated crash")
 
+        predict_patches = predict_candidates
+
     with pytest.raises(RuntimeError, match="simulated"):
         detect_slide(ArraySlide(img, mpp=0.25, path="crop.png"), classifier=Boom(), out_dir=out)
     assert sorted(p.name for p in out.iterdir()) == ["crop.summary.json"]
@@ -331,3 +345,19 @@ def test_workers_give_the_same_result(tmp_path: Path) -> None:
     r2 = detect_slide(path, classifier=FixedClassifier(), config=cfg2, progress=False)
     assert len(r1.detections) == len(r2.detections) > 0
     np.testing.assert_allclose(np.sort(r1.detections.x_px), np.sort(r2.detections.x_px))
+
+
+def test_cross_tile_batches_equal_per_tile_scoring(tmp_path: Path, tiny: TinyClassifier) -> None:
+    centres = [(x, y) for x in range(30, 460, 50) for y in range(30, 360, 50)]
+    reader = ArraySlide(_nuclei_image(380, 480, centres), mpp=0.25, path="b.png")
+    cfg = DetectConfig(tile_um=64, overlap_um=16, floor=0.0, report=False, batch_size=7)
+    a = detect_slide(reader, classifier=tiny, config=cfg, progress=False)
+    b = detect_slide(reader, classifier=PerTileOnly(tiny._c), config=cfg, progress=False)
+    assert len(a.detections) == len(b.detections) > 20
+    ia = np.lexsort((a.detections.y_px, a.detections.x_px))
+    ib = np.lexsort((b.detections.y_px, b.detections.x_px))
+    np.testing.assert_allclose(a.detections.x_px[ia], b.detections.x_px[ib])
+    np.testing.assert_allclose(
+        a.detections.mf_probability[ia], b.detections.mf_probability[ib], rtol=1e-5, atol=1e-6
+    )
+    assert set(a.extra["timing"]) == {"tissue_s", "propose_s", "classify_s", "count_s"}

@@ -209,6 +209,63 @@ def _iter_tiles(
             yield work
 
 
+# ------------------------------------------------------------------------------ classification
+class _Batcher:
+    """Classify candidates in batches that span tiles.
+
+    Each tile's patches are cut as soon as it arrives (its image is then released); patches
+    accumulate until ``batch_size`` and are scored with ``classifier.predict_patches``.
+    Classifiers without ``predict_patches`` (fakes, custom ones) are called per tile with
+    ``predict_candidates``. ``add`` and ``flush`` return ``(work, mf, atypical)`` per finished
+    tile, in tile order.
+    """
+
+    def __init__(self, classifier: Any, *, batch_size: int) -> None:
+        self.classifier = classifier
+        self.batch_size = max(1, int(batch_size))
+        self.by_patches = hasattr(classifier, "predict_patches") and hasattr(
+            classifier, "patch_size_px"
+        )
+        self._items: list[tuple[TileWork, np.ndarray, np.ndarray | None]] = []
+        self._n = 0
+
+    def add(self, work: TileWork) -> list[tuple[TileWork, np.ndarray, np.ndarray]]:
+        c = work.candidates
+        if not self.by_patches:
+            mf, atyp = self.classifier.predict_candidates(work.image, c, batch_size=self.batch_size)
+            return [(work, mf, atyp)]
+        from .classify.patches import extract_patches
+
+        uses_mask = bool(getattr(self.classifier, "uses_mask", True))
+        patches, masks = extract_patches(
+            work.image,
+            c.x_px,
+            c.y_px,
+            int(self.classifier.patch_size_px),
+            candidates=c if uses_mask else None,
+        )
+        work.image = np.zeros((0, 0, 3), np.uint8)  # release the tile image
+        self._items.append((work, patches, masks))
+        self._n += len(c)
+        return self.flush() if self._n >= self.batch_size else []
+
+    def flush(self) -> list[tuple[TileWork, np.ndarray, np.ndarray]]:
+        if not self._items:
+            return []
+        items, self._items, self._n = self._items, [], 0
+        patches = np.concatenate([p for _, p, _ in items])
+        masks = None
+        if all(m is not None for _, _, m in items):
+            masks = np.concatenate([m for _, _, m in items])  # type: ignore[misc]
+        mf, atyp = self.classifier.predict_patches(patches, masks, batch_size=self.batch_size)
+        out, start = [], 0
+        for work, p, _ in items:
+            end = start + len(p)
+            out.append((work, mf[start:end], atyp[start:end]))
+            start = end
+        return out
+
+
 # ------------------------------------------------------------------------------ conversions
 def tile_detections(
     work: TileWork,
@@ -482,28 +539,40 @@ def _detect(
         bar = tqdm(total=len(tiles), desc=info.path.name, unit="tile", leave=False)
     parts: list[Detections] = []
     n_proposed = n_candidates = 0
+    timing = {"tissue_s": time.perf_counter() - t0, "propose_s": 0.0, "classify_s": 0.0}
+    batcher = _Batcher(classifier, batch_size=int(cfg.batch_size))
+
+    def emit(items: list[tuple[TileWork, np.ndarray, np.ndarray]]) -> None:
+        for work, mf, atyp in items:
+            d = tile_detections(
+                work,
+                mf,
+                atyp,
+                slide_mpp=info.mpp,
+                work_mpp=work_mpp,
+                floor=floor,
+                contour_min_prob=threshold,
+                tolerance_px=cfg.contour_tolerance_px,
+            )
+            if len(d):
+                parts.append(d)
+
     try:
+        t_wait = time.perf_counter()
         for work in iterator:
+            t_got = time.perf_counter()
+            timing["propose_s"] += t_got - t_wait
             n_proposed += work.n_proposed
             if len(work.candidates):
                 n_candidates += len(work.candidates)
-                mf, atyp = classifier.predict_candidates(
-                    work.image, work.candidates, batch_size=int(cfg.batch_size)
-                )
-                d = tile_detections(
-                    work,
-                    mf,
-                    atyp,
-                    slide_mpp=info.mpp,
-                    work_mpp=work_mpp,
-                    floor=floor,
-                    contour_min_prob=threshold,
-                    tolerance_px=cfg.contour_tolerance_px,
-                )
-                if len(d):
-                    parts.append(d)
+                emit(batcher.add(work))
             if bar is not None:
                 bar.update(1)
+            t_wait = time.perf_counter()
+            timing["classify_s"] += t_wait - t_got
+        t_got = time.perf_counter()
+        emit(batcher.flush())
+        timing["classify_s"] += time.perf_counter() - t_got
     finally:
         if bar is not None:
             bar.close()
@@ -530,6 +599,7 @@ def _detect(
         atypical_ratio(dets.atypical_probability[is_mf], threshold=atyp_thr) if has_atyp else None
     )
     seconds = time.perf_counter() - t0
+    timing["count_s"] = seconds - sum(timing.values())
     result = SlideResult(
         info=info,
         detections=dets,
@@ -554,6 +624,7 @@ def _detect(
             "tile_um": cfg.tile_um,
             "overlap_um": cfg.overlap_um,
             "notes": notes,
+            "timing": {k: round(v, 3) for k, v in timing.items()},
         },
     )
     return _Run(result=result, tissue=tissue, notes=notes)
