@@ -699,6 +699,7 @@ def summary_dict(result: SlideResult) -> dict[str, Any]:
         "model": result.model,
         "proposer": result.proposer,
         "seconds": round(result.seconds, 3),
+        "timing_s": dict(ex.get("timing", {})),
         "threshold": result.threshold,
         "atypical_threshold": ex.get("atypical_threshold"),
         "floor": ex.get("floor"),
