@@ -182,8 +182,8 @@ def detect(
                 hot = result.hotspot_2mm2
                 typer.echo(
                     f"{path.name}: {ex.get('n_mitoses', 0)} mitoses"
-                    f" ({'n/a' if per is None else f'{per:.2f}'}/mm² of "
-                    f"{result.tissue_area_mm2:.2f} mm² tissue), hotspot 2 mm²: "
+                    f" ({'n/a' if per is None else f'{per:.3g}'}/mm² of "
+                    f"{result.tissue_area_mm2:.3g} mm² tissue), hotspot 2 mm²: "
                     f"{0 if hot is None else hot.count}, {result.seconds:.1f} s"
                     f" -> {out_dir / stem}.*"
                 )
