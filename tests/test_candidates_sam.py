@@ -17,7 +17,11 @@ from mitoscope.candidates.sam import (  # noqa: E402
     load_sam,
     records_to_candidates,
 )
-from mitoscope.errors import MissingDependencyError, ModelLoadError  # noqa: E402
+from mitoscope.errors import (  # noqa: E402
+    InvalidInputError,
+    MissingDependencyError,
+    ModelLoadError,
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +141,10 @@ def test_checkpoint_errors(tiny, tmp_path):
         load_sam(partial, variant="tiny")
     with pytest.raises(ModelLoadError, match="--sam-checkpoint"):
         get_proposer("sam")
+    with pytest.raises(InvalidInputError, match="cpu_dtype"):
+        SamProposer(model=tiny, cpu_dtype="float16")
+    with pytest.raises(InvalidInputError, match="unknown SAM variant"):
+        load_sam(path, variant="vit_x")
 
 
 def test_missing_dependency(monkeypatch):
