@@ -175,3 +175,12 @@ def test_dense_slide_is_fast() -> None:
     h = hotspot(pts[:, 0], pts[:, 1], mpp=0.25)
     assert time.perf_counter() - t < 10.0
     assert h.count >= _count_at(pts, (20000.0, 20000.0), h.radius_um / 0.25)
+
+
+def test_centre_stays_on_the_mask_not_beyond_the_slide() -> None:
+    # all tissue; two points near the left edge whose pair centres fall outside the slide
+    tissue = TissueMask(mask=np.ones((20, 20), bool), downsample=100.0, mpp=100.0)
+    pts = np.array([[10.0, 500.0], [10.0, 1900.0], [1500.0, 1000.0]])
+    h = hotspot(pts[:, 0], pts[:, 1], mpp=1.0, tissue=tissue)
+    assert 0 <= h.center_px[0] < 2000 and 0 <= h.center_px[1] < 2000
+    assert h.count == 2  # the two edge points (1400 px apart, r = 798 px); the third is too far

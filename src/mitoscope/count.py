@@ -96,7 +96,7 @@ def hotspot(
         return Hotspot(0, centre, radius_um, float(area_mm2), fits, note)
 
     tree = cKDTree(pts)
-    allowed = None if tissue is None else tissue.contains
+    allowed = None if tissue is None else _on_tissue(tissue)
     # circles centred on the points (the one-point case, and cheap lower bounds)
     own = _count(tree, pts, r)
     ok = np.ones(len(pts), bool) if allowed is None else allowed(pts[:, 0], pts[:, 1])
@@ -174,6 +174,20 @@ def _pivot_sweep(tree: object, pts: np.ndarray, i: int, r: float) -> tuple[np.nd
     depth = np.searchsorted(starts, start, side="right") - np.searchsorted(ends, start, side="left")
     centres = pts[i] + r * np.column_stack([np.cos(start), np.sin(start)])
     return depth.astype(np.int64) + k0, centres
+
+
+def _on_tissue(tissue: TissueMask):
+    """Predicate: level-0 points on the tissue mask (and inside the area the mask covers)."""
+    h, w = np.asarray(tissue.mask).shape
+    w_px, h_px = w * float(tissue.downsample), h * float(tissue.downsample)
+
+    def allowed(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        inside = (x >= 0) & (y >= 0) & (x < w_px) & (y < h_px)
+        return inside & tissue.contains(x, y)
+
+    return allowed
 
 
 def _count(tree: object, centres: np.ndarray, r: float) -> np.ndarray:
