@@ -36,6 +36,20 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / DEFAULT_MODEL
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX).
+
+    Without it PyTorch emulates bfloat16 and autocast is ~4x *slower* than float32 (ResNet18 on
+    64 x 64 crops, AVX2 AMD EPYC: 82 vs 19 ms per crop under load; see docs/benchmarks.md,
+    "Throughput").
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def resolve_device(device: str | None = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU."""
     import torch
@@ -303,7 +317,7 @@ def load_classifier(
         net = net.to(memory_format=torch.channels_last)
         models.append(net)
     if cpu_bf16 is None:
-        cpu_bf16 = arch == "omgnet_resnet18"
+        cpu_bf16 = arch == "omgnet_resnet18" and cpu_has_native_bf16()
     card = dict(blob.get("card") or {})
     return Classifier(
         name=str(blob.get("name", p.stem)),
