@@ -319,22 +319,31 @@ def test_failure_mid_run_leaves_no_files(tmp_path: Path, tiny: TinyClassifier) -
     assert (out / "crop.summary.json").read_text() == "earlier\n"
 
 
+@pytest.mark.parametrize("exc", [RuntimeError("report crashed"), KeyboardInterrupt()])
 def test_failure_while_writing_leaves_no_files(
-    tmp_path: Path, tiny: TinyClassifier, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny: TinyClassifier, monkeypatch: pytest.MonkeyPatch, exc: BaseException
 ) -> None:
+    """An error or Ctrl-C while the outputs are written (the report is rendered after the
+    GeoJSON, MIDOG json, CSV and summary are in their temporary files) leaves nothing new."""
+    from mitoscope.io import SlideRunnerDB
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "crop.geojson").write_text("earlier\n")
     img = _nuclei_image(128, 128, [(64, 64)])
 
     def boom(*a, **k):
-        raise RuntimeError("report crashed")
+        raise exc
 
     monkeypatch.setattr("mitoscope.report.render_report", boom)
-    with pytest.raises(RuntimeError, match="report crashed"):
-        detect_slide(ArraySlide(img, mpp=0.25, path="crop.png"), classifier=tiny, out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["crop.geojson"]
+    with SlideRunnerDB(out / "run.sqlite") as db, pytest.raises(type(exc)):
+        detect_slide(
+            ArraySlide(img, mpp=0.25, path="crop.png"), classifier=tiny, out_dir=out, db=db
+        )
+    assert sorted(p.name for p in out.iterdir()) == ["crop.geojson", "run.sqlite"]
     assert (out / "crop.geojson").read_text() == "earlier\n"
+    with SlideRunnerDB(out / "run.sqlite") as db:
+        assert db.slides() == {}  # the database transaction never happened
 
 
 def test_workers_give_the_same_result(tmp_path: Path) -> None:
