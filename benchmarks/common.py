@@ -76,3 +76,93 @@ def load_avg() -> str:
         return f"{os.getloadavg()[0]:.2f}"
     except OSError:
         return "n/a"
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                out += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def run_measured(cmd: list[str], *, poll_s: float = 0.1, env: dict | None = None) -> dict:
+    """Run ``cmd``; return wall seconds, exit code and peak RSS of the process tree.
+
+    ``peak_tree_rss_bytes`` is the largest sum of VmRSS over the process and all its
+    descendants seen while polling /proc every ``poll_s`` seconds; ``peak_process_rss_bytes``
+    the kernel's own high-water mark of the largest single process (getrusage children).
+    """
+    import resource
+    import subprocess
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    peak = 0
+    while proc.poll() is None:
+        pids = [proc.pid]
+        i = 0
+        while i < len(pids):
+            pids += _children(pids[i])
+            i += 1
+        peak = max(peak, sum(_rss_bytes(p) for p in pids))
+        time.sleep(poll_s)
+    wall = time.perf_counter() - t0
+    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {
+        "cmd": cmd,
+        "exit_code": proc.returncode,
+        "seconds": wall,
+        "peak_tree_rss_bytes": peak,
+        "peak_process_rss_bytes": maxrss if maxrss > before * 1024 else None,
+    }
+
+
+def benchmark_model() -> tuple[list[str], str]:
+    """``--model`` arguments for ``mitoscope detect`` and a description of the model used.
+
+    The bundled model when it is installed; otherwise a randomly initialised checkpoint of the
+    same architecture family (OMG-Net ResNet18, one member): the cost of classification does not
+    depend on the weights, only the number of figures called does.
+    """
+    from mitoscope.classify.classifier import default_model_path
+
+    if default_model_path().is_file():
+        return [], f"bundled model ({default_model_path().name})"
+    path = CACHE / "random_omgnet_resnet18.pt"
+    if not path.exists():
+        import torch
+
+        from mitoscope.classify.classifier import save_checkpoint
+        from mitoscope.classify.registry import create_model, get_spec
+
+        torch.manual_seed(0)
+        net = create_model("omgnet_resnet18", use_mask=True, n_subtypes=0, pretrained=False)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(
+            path,
+            arch="omgnet_resnet18",
+            members=[net.state_dict()],
+            arch_kwargs={"use_mask": True, "n_subtypes": 0},
+            input_mpp=0.25,
+            patch_size_px=get_spec("omgnet_resnet18").patch_size_px,
+            threshold=0.5,
+            atypical_threshold=0.5,
+        )
+    return ["--model", str(path)], "random-weight omgnet_resnet18 (bundled model not installed yet)"

@@ -1,0 +1,195 @@
+"""Throughput of ``mitoscope detect`` against decoding the slide and against SAM (issue 7).
+
+Builds (once, cached in ``benchmarks/.cache``) a pyramidal JPEG TIFF at 0.25 um/px whose content
+is real H&E (a mosaic of the AMi-Br training crops, see :mod:`mitoscope.synth`), default
+40,000 x 40,000 px (100 mm², half of it tissue), then in one run measures:
+
+(a) decode only: every tissue tile of the default plan (256 um tiles, 32 um overlap) read with bare
+    OpenSlide, in ``--workers`` processes (the same cores ``detect`` gets) -> mm² of tissue / s;
+(b) ``mitoscope detect SLIDE --out TMP --workers N --device cpu`` end to end in a subprocess
+    (wall clock, including start-up, tissue detection, outputs and the HTML report) -> mm²/s;
+(c) the OMG-Net SAM ViT-H proposer's cost per mm² on this CPU, from ``benchmarks/sam_cost.py``
+    (random weights; image encoder + 64 x 64 point grid on one 1024 x 1024 tile, extrapolated):
+    its JSON is read with ``--sam-json`` or produced by running it.
+
+and prints the ratios. Run::
+
+    .venv/bin/python benchmarks/throughput.py [--size 40000] [--workers 2] [--sam-json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+
+def _decode_part(args: tuple[str, list[tuple[int, int, int, int]]]) -> float:
+    import numpy as np
+    import openslide
+
+    path, tiles = args
+    s = openslide.OpenSlide(path)
+    t0 = time.perf_counter()
+    for x, y, w, h in tiles:
+        np.asarray(s.read_region((x, y), 0, (w, h)))
+    dt = time.perf_counter() - t0
+    s.close()
+    return dt
+
+
+def decode_only(path: Path, workers: int) -> dict:
+    """Read every tissue tile with bare OpenSlide in ``workers`` processes."""
+    import multiprocessing as mp
+
+    from mitoscope.slide import detect_tissue, open_slide, plan_tiles
+
+    with open_slide(path) as r:
+        tissue = detect_tissue(r)
+        tiles = plan_tiles(r.info, tissue)
+    boxes = [(t.x, t.y, t.width, t.height) for t in tiles]
+    parts = [(str(path), boxes[i::workers]) for i in range(workers)]
+    ctx = mp.get_context("forkserver")
+    with ctx.Pool(workers) as pool:
+        pool.map(_decode_part, [(str(path), boxes[:2])] * workers)  # warm-up (page cache)
+        t0 = time.perf_counter()
+        pool.map(_decode_part, parts)
+        wall = time.perf_counter() - t0
+    mpix = sum(w * h for _, _, w, h in boxes) / 1e6
+    return {
+        "tissue_mm2": tissue.area_mm2,
+        "tiles": len(boxes),
+        "mpix": mpix,
+        "seconds": wall,
+        "mm2_per_s": tissue.area_mm2 / wall,
+    }
+
+
+def detect_end_to_end(path: Path, workers: int, extra: list[str]) -> dict:
+    model_args, model_desc = common.benchmark_model()
+    exe = Path(sys.executable).with_name("mitoscope")
+    with tempfile.TemporaryDirectory(dir=common.CACHE) as tmp:
+        cmd = [str(exe), "detect", str(path), "--out", tmp, "--workers", str(workers)]
+        cmd += ["--device", "cpu", "--quiet", *model_args, *extra]
+        res = common.run_measured(cmd)
+        summary = json.loads((Path(tmp) / f"{path.stem}.summary.json").read_text())
+    res["cmd"] = " ".join(
+        "SLIDE" if c == str(path) else ("OUT" if c == tmp else c) for c in res["cmd"]
+    )
+    res["model"] = model_desc
+    res["summary"] = {
+        k: summary.get(k)
+        for k in ("tissue_area_mm2", "n_candidates", "n_scored_above_floor", "n_mitoses", "n_tiles")
+    }
+    res["mm2_per_s"] = summary["tissue_area_mm2"] / res["seconds"]
+    return res
+
+
+def sam_cost(path: Path | None) -> dict:
+    if path is None:
+        path = common.CACHE / "sam_cost.json"
+        if not path.exists():
+            import sam_cost as sc
+
+            sc.main(["--json", str(path)])
+    d = json.loads(path.read_text())
+    h = d["vit_h"]
+    per_tile = h.get("amg_seconds_per_tile_estimate") or float(
+        sum(h["amg_seconds_per_tile"]) / len(h["amg_seconds_per_tile"])
+    )
+    per_mm2 = h.get("seconds_per_mm2_core_estimate") or h.get("seconds_per_mm2_core")
+    return {
+        "source": str(path),
+        "vit_h_encoder_seconds": h["encoder_seconds"],
+        "vit_h_seconds_per_tile": per_tile,
+        "vit_h_seconds_per_mm2": per_mm2,
+        "mm2_per_s": 1.0 / per_mm2,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=40000, help="slide side in px (>= 40000: issue)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--sam-json", type=Path, default=None, help="output of sam_cost.py --json")
+    ap.add_argument("--skip-detect", action="store_true")
+    ap.add_argument("--detect-args", default="", help="extra arguments for mitoscope detect")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    slide = common.mosaic_slide(args.size, args.size)
+    out: dict = {
+        "slide": f"{args.size} x {args.size} px, 0.25 um/px, real-H&E mosaic (AMi-Br crops)",
+        "machine": common.machine(),
+        "load_average_start": common.load_avg(),
+        "workers": args.workers,
+    }
+    out["decode"] = decode_only(slide, args.workers)
+    d = out["decode"]
+    print(
+        f"(a) decode only: {d['tissue_mm2']:.1f} mm² tissue, {d['tiles']} tiles in "
+        f"{d['seconds']:.1f} s -> {d['mm2_per_s']:.3f} mm²/s",
+        flush=True,
+    )
+    if not args.skip_detect:
+        out["detect"] = detect_end_to_end(slide, args.workers, args.detect_args.split())
+        e = out["detect"]
+        print(
+            f"(b) detect end to end: {e['seconds']:.1f} s -> {e['mm2_per_s']:.4f} mm²/s "
+            f"(exit {e['exit_code']}, peak RSS {e['peak_tree_rss_bytes'] / 2**30:.2f} GiB, "
+            f"{e['summary']})",
+            flush=True,
+        )
+    out["sam"] = sam_cost(args.sam_json)
+    s = out["sam"]
+    print(
+        f"(c) SAM ViT-H proposer: {s['vit_h_seconds_per_tile']:.0f} s per 1024² tile -> "
+        f"{s['vit_h_seconds_per_mm2']:.0f} s per mm² ({s['mm2_per_s']:.2e} mm²/s)",
+        flush=True,
+    )
+    out["load_average_end"] = common.load_avg()
+    print()
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| slide | {out['slide']}, {d['tissue_mm2']:.1f} mm² tissue, {d['tiles']} tiles |")
+    print(
+        f"| (a) decode only, bare OpenSlide, {args.workers} processes | {d['seconds']:.1f} s, "
+        f"**{d['mm2_per_s']:.3f} mm²/s** |"
+    )
+    if "detect" in out:
+        e = out["detect"]
+        print(
+            f"| (b) `mitoscope detect` end to end ({e['model']}) | {e['seconds']:.1f} s, "
+            f"**{e['mm2_per_s']:.4f} mm²/s** |"
+        )
+        print(
+            f"| (b) candidates classified / per mm² | {e['summary']['n_candidates']} / "
+            f"{e['summary']['n_candidates'] / max(d['tissue_mm2'], 1e-9):.0f} |"
+        )
+        print(f"| (b) / (a): share of decode-only speed | {e['mm2_per_s'] / d['mm2_per_s']:.1%} |")
+        print(
+            f"| (b) / (c): speed-up over SAM ViT-H proposal alone | "
+            f"{e['mm2_per_s'] / s['mm2_per_s']:.0f}x |"
+        )
+        print(f"| peak RSS of detect (process tree) | {e['peak_tree_rss_bytes'] / 2**30:.2f} GiB |")
+    print(
+        f"| (c) SAM ViT-H proposer (random weights) | {s['vit_h_seconds_per_tile']:.0f} s per "
+        f"tile, {s['vit_h_seconds_per_mm2']:.0f} s/mm² |"
+    )
+    print(f"| load average start / end | {out['load_average_start']} / {out['load_average_end']} |")
+    print(f"| machine | {out['machine']} |")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
