@@ -10,13 +10,14 @@ Measured on a real H&E image (``tiatoolbox_target_image.png`` reflect-padded to 
 taken as 0.25 um/px), at the OMG-Net config (64 x 64 points, pred IoU > 0.8, stability > 0.8,
 area 2.25-225 um², NMS 0.7):
 
-* ``vit_b`` image encoder in float32 and under CPU bfloat16 autocast;
+* ``vit_b`` image encoder in float32;
 * ``vit_b`` full automatic mask generation (``SamProposer.propose``) in ``--amg-dtype``
-  (``float32`` by default: this CPU has no native bfloat16), ``--tiles`` runs;
-* the mask decoder for ``--bf16-batches`` batches of 64 prompts under bfloat16 autocast,
-  extrapolated to the 64 batches of a tile (an *estimate*, labelled so);
-* ``vit_h`` image encoder once in float32 (``--vit-h-bf16`` adds bfloat16); a vit_h tile is
-  estimated as vit_h encoder + (vit_b tile - vit_b encoder), since the decoder is shared.
+  (``float32`` by default), ``--tiles`` runs;
+* ``vit_h`` image encoder once in float32; a vit_h tile is estimated as vit_h encoder +
+  (vit_b tile - vit_b encoder), since the mask decoder is the same for all variants;
+* last, in a subprocess limited to ``--bf16-timeout`` seconds, the ``vit_b`` image encoder under
+  CPU bfloat16 autocast (``0`` skips it): on CPUs without native bfloat16 (no AVX512-BF16 /
+  AMX) it is emulated and much slower.
 
 Seconds per mm² are extrapolated from one tile (0.0655 mm² at 0.25 um/px) and from the tile core
 of ``propose_slide``'s default plan (256 um tiles with 32 um overlap -> 224 um cores, 0.0502 mm²).
@@ -83,27 +84,28 @@ def _encoder(model, tile: np.ndarray, dtype: str) -> tuple[float, float]:  # typ
     return wall, cpu
 
 
-def _decoder_batches(model, tile: np.ndarray, dtype: str, n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """Seconds for each of the first ``n`` 64-prompt batches of the OMG-Net point grid."""
-    import torch
+def _bf16_probe(timeout_s: float) -> dict:
+    """Time the vit_b encoder under bfloat16 autocast in a subprocess (killed at the timeout)."""
+    import subprocess
 
-    from mitoscope.candidates.sam import SamProposer
-
-    prop = SamProposer(model=model, device="cpu", cpu_dtype=dtype)
-    gen = prop._get_generator()
-    gen.min_area_px, gen.max_area_px = 2.25 / MPP**2, 225.0 / MPP**2
-    times = []
-    with torch.inference_mode(), _ctx(dtype):
-        gen.predictor.set_image(tile)
-        pts = gen.point_grids[0] * np.array(tile.shape[:2])[None, ::-1]
-        size = tile.shape[:2]
-        box = [0, 0, size[1], size[0]]
-        for b in range(n):
-            chunk = pts[b * 64 : (b + 1) * 64]
-            t0 = time.perf_counter()
-            gen._process_batch(chunk, size, box, size)
-            times.append(time.perf_counter() - t0)
-    return times
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import json, sys; sys.path.insert(0, {here!r}); import sam_cost as b; "
+        "from mitoscope.candidates.sam import build_sam_model; "
+        "m = build_sam_model('vit_b', seed=0).eval(); "
+        "w, c = b._encoder(m, b._tile(), 'bfloat16'); "
+        "print(json.dumps({'wall_s': w, 'cpu_s': c}))"
+    )
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return {"timeout_s": timeout_s, "note": "did not finish (build + encoder) in time"}
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1:], "wall_s": time.perf_counter() - t0}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiles", type=int, default=1, help="full vit_b AMG runs to time")
     ap.add_argument("--amg-dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--bf16-batches", type=int, default=2, help="0 = skip the bf16 decoder")
-    ap.add_argument("--vit-h-bf16", action="store_true")
+    ap.add_argument("--bf16-timeout", type=float, default=600.0, help="0 = skip the bf16 probe")
     ap.add_argument("--skip-vit-h", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -137,11 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     model = build_sam_model("vit_b", seed=0).eval()
     b: dict = {}
     res["vit_b"] = b
-    for dtype in ("float32", "bfloat16"):
-        wall, cpu = _encoder(model, tile, dtype)
-        b[f"encoder_{dtype}"] = {"wall_s": wall, "cpu_s": cpu}
-        print(f"vit_b encoder {dtype}: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
-        save()
+    wall, cpu = _encoder(model, tile, "float32")
+    b["encoder_float32"] = {"wall_s": wall, "cpu_s": cpu}
+    print(f"vit_b encoder float32: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
+    save()
     times = []
     n = 0
     for _ in range(args.tiles):
@@ -163,31 +163,18 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_mm2_core": per / CORE_MM2,
     }
     save()
-    if args.bf16_batches:
-        bt = _decoder_batches(model, tile, "bfloat16", args.bf16_batches)
-        est = b["encoder_bfloat16"]["wall_s"] + float(np.mean(bt)) * 64
-        b["amg_bfloat16_estimate"] = {
-            "batch_seconds": bt,
-            "seconds_per_tile_estimate": est,
-            "seconds_per_mm2_tile_estimate": est / TILE_MM2,
-        }
-        print(
-            f"vit_b bf16 decoder batches {[round(t, 1) for t in bt]} -> tile ~{est:.0f} s",
-            flush=True,
-        )
-        save()
     del model
     if not args.skip_vit_h:
         model = build_sam_model("vit_h", seed=0).eval()
         h: dict = {}
         res["vit_h"] = h
-        for dtype in ("float32", "bfloat16") if args.vit_h_bf16 else ("float32",):
-            wall, cpu = _encoder(model, tile, dtype)
-            h[f"encoder_{dtype}"] = {"wall_s": wall, "cpu_s": cpu}
-            print(f"vit_h encoder {dtype}: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
-            save()
-        enc_b = b[f"encoder_{args.amg_dtype}"]["wall_s"]
-        enc_h = h.get(f"encoder_{args.amg_dtype}", h["encoder_float32"])["wall_s"]
+        wall, cpu = _encoder(model, tile, "float32")
+        h["encoder_float32"] = {"wall_s": wall, "cpu_s": cpu}
+        print(f"vit_h encoder float32: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
+        save()
+        del model
+        enc_b = b["encoder_float32"]["wall_s"]
+        enc_h = h["encoder_float32"]["wall_s"]
         est = enc_h + per - enc_b
         h["amg_estimate"] = {
             "dtype": args.amg_dtype,
@@ -196,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_per_mm2_core_estimate": est / CORE_MM2,
         }
         print(f"vit_h AMG estimate: {est:.0f} s per tile -> {est / TILE_MM2:.0f} s/mm²", flush=True)
+    if args.bf16_timeout > 0:
+        b["encoder_bfloat16"] = _bf16_probe(args.bf16_timeout)
+        print(f"vit_b encoder bfloat16 (subprocess): {b['encoder_bfloat16']}", flush=True)
     res["load_average_end"] = os.getloadavg()
     save()
     return 0

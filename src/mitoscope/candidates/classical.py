@@ -48,7 +48,7 @@ class ClassicalConfig:
     void_max_rgb: int = 8
     h_threshold_bounds: tuple[float, float] = (0.2, 0.6)
     max_component_um2: float = 3000.0
-    split_distance_um: float = 3.0
+    split_distance_um: float = 4.0
     split_min_radius_um: float = 0.8
     dark_levels: tuple[float, ...] = (0.55, 0.75)
     dark_quantile: float | None = 0.9
