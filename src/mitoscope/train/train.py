@@ -304,6 +304,10 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             stain_sigma=cfg.stain_sigma,
             seed=int(seed),
         )
+        with torch.no_grad():  # thresholds must see the float16 weights the checkpoint stores
+            for t in net.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
         members.append(net.to(dev))
     clf = Classifier(
         name=Path(cfg.out).stem,
