@@ -24,7 +24,11 @@ def classify_cmd(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
-    """Write file,mf_probability,is_mitosis,atypical_probability,is_atypical for each crop."""
+    """Write file,mf_probability,is_mitosis,atypical_probability,is_atypical for each crop.
+
+    ``is_mitosis`` and ``is_atypical`` apply the model's validated thresholds; the atypical
+    columns describe the figure *if* it is a mitosis (they are not conditioned on is_mitosis).
+    """
     import numpy as np
 
     from ..classify import load_classifier
@@ -37,7 +41,7 @@ def classify_cmd(
     lines = ["file,mf_probability,is_mitosis,atypical_probability,is_atypical"]
     for path, p, a in zip(images, mf, at, strict=True):
         a_txt = "" if np.isnan(a) else f"{a:.6f}"
-        is_at = "" if np.isnan(a) else str(int(p >= clf.threshold and a >= clf.atypical_threshold))
+        is_at = "" if np.isnan(a) else str(int(a >= clf.atypical_threshold))
         name = str(path).replace('"', '""')
         name = f'"{name}"' if ("," in name or '"' in name) else name
         lines.append(f"{name},{p:.6f},{int(p >= clf.threshold)},{a_txt},{is_at}")
