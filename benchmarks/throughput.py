@@ -102,16 +102,72 @@ def sam_cost(path: Path | None) -> dict:
             sc.main(["--json", str(path)])
     d = json.loads(path.read_text())
     h = d["vit_h"]
-    per_tile = h.get("amg_seconds_per_tile_estimate") or float(
-        sum(h["amg_seconds_per_tile"]) / len(h["amg_seconds_per_tile"])
-    )
-    per_mm2 = h.get("seconds_per_mm2_core_estimate") or h.get("seconds_per_mm2_core")
+    est = h["amg_estimate"]
     return {
         "source": str(path),
-        "vit_h_encoder_seconds": h["encoder_seconds"],
-        "vit_h_seconds_per_tile": per_tile,
-        "vit_h_seconds_per_mm2": per_mm2,
-        "mm2_per_s": 1.0 / per_mm2,
+        "vit_h_encoder_seconds": h["encoder_float32"]["wall_s"],
+        "vit_b_amg_seconds_per_tile": d["vit_b"]["amg"]["seconds_per_tile"]
+        if "seconds_per_tile" in d["vit_b"]["amg"]
+        else None,
+        "vit_h_seconds_per_tile": est["seconds_per_tile_estimate"],
+        "vit_h_seconds_per_mm2": est["seconds_per_mm2_core_estimate"],
+        "mm2_per_s": 1.0 / est["seconds_per_mm2_core_estimate"],
+    }
+
+
+def stage_split(path: Path, n_tiles: int) -> dict:
+    """Per-tile seconds of read / propose / classify (in this process, first ``n_tiles`` tissue
+    tiles), and the classifier's ms per candidate in float32 vs CPU bfloat16 autocast."""
+    import numpy as np
+    import torch
+
+    from mitoscope.candidates import get_proposer
+    from mitoscope.classify import load_classifier
+    from mitoscope.slide import detect_tissue, open_slide, plan_tiles
+
+    model_args, model_desc = common.benchmark_model()
+    clf = load_classifier(model_args[1] if model_args else None, device="cpu")
+    prop = get_proposer("classical")
+    clock = time.perf_counter
+    t_read = t_prop = t_cls = 0.0
+    n_cand = 0
+    with open_slide(path) as r:
+        tiles = plan_tiles(r.info, detect_tissue(r))[:n_tiles]
+        for t in tiles:
+            a = clock()
+            img = r.read_region_mpp(t.region, clf.input_mpp)
+            b = clock()
+            c = prop.propose(img, mpp=clf.input_mpp)
+            d = clock()
+            clf.predict_candidates(img, c, batch_size=256)
+            e = clock()
+            t_read, t_prop, t_cls = t_read + b - a, t_prop + d - b, t_cls + e - d
+            n_cand += len(c)
+    n = max(1, len(tiles))
+    # float32 vs emulated/native bfloat16 on the same batch of crops
+    rng = np.random.default_rng(0)
+    size = clf.patch_size_px
+    x = torch.from_numpy(rng.random((128, 3, size, size), dtype=np.float32))
+    x = x.contiguous(memory_format=torch.channels_last)
+    m = torch.zeros((128, 1, size, size))
+    net = clf.models[0]
+    per_crop = {}
+    for name, bf in (("float32", False), ("bfloat16_autocast", True)):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf):
+            net(x[:16], m[:16])
+            a = clock()
+            net(x, m)
+            per_crop[name] = (clock() - a) * 1000 / 128
+    return {
+        "model": model_desc,
+        "tiles": len(tiles),
+        "read_s_per_tile": t_read / n,
+        "propose_s_per_tile": t_prop / n,
+        "classify_s_per_tile": t_cls / n,
+        "candidates_per_tile": n_cand / n,
+        "classify_ms_per_candidate": 1000 * t_cls / max(1, n_cand),
+        "member_ms_per_crop": per_crop,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -122,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sam-json", type=Path, default=None, help="output of sam_cost.py --json")
     ap.add_argument("--skip-detect", action="store_true")
     ap.add_argument("--detect-args", default="", help="extra arguments for mitoscope detect")
+    ap.add_argument("--stages", type=int, default=0, help="also time the stages on N tiles")
+    ap.add_argument("--skip-sam", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -148,13 +206,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{e['summary']})",
             flush=True,
         )
-    out["sam"] = sam_cost(args.sam_json)
-    s = out["sam"]
-    print(
-        f"(c) SAM ViT-H proposer: {s['vit_h_seconds_per_tile']:.0f} s per 1024² tile -> "
-        f"{s['vit_h_seconds_per_mm2']:.0f} s per mm² ({s['mm2_per_s']:.2e} mm²/s)",
-        flush=True,
-    )
+    if args.stages:
+        st = out["stages"] = stage_split(slide, args.stages)
+        print(
+            f"stages on {st['tiles']} tiles: read {st['read_s_per_tile']:.3f} s, propose "
+            f"{st['propose_s_per_tile']:.3f} s, classify {st['classify_s_per_tile']:.3f} s per "
+            f"tile ({st['candidates_per_tile']:.0f} candidates/tile, "
+            f"{st['classify_ms_per_candidate']:.1f} ms/candidate); one member, ms per crop: "
+            f"{st['member_ms_per_crop']}",
+            flush=True,
+        )
+    s = out["sam"] = None if args.skip_sam else sam_cost(args.sam_json)
+    if s:
+        print(
+            f"(c) SAM ViT-H proposer: {s['vit_h_seconds_per_tile']:.0f} s per 1024² tile -> "
+            f"{s['vit_h_seconds_per_mm2']:.0f} s per mm² ({s['mm2_per_s']:.2e} mm²/s)",
+            flush=True,
+        )
     out["load_average_end"] = common.load_avg()
     print()
     print("| measure | value |")
@@ -175,15 +243,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{e['summary']['n_candidates'] / max(d['tissue_mm2'], 1e-9):.0f} |"
         )
         print(f"| (b) / (a): share of decode-only speed | {e['mm2_per_s'] / d['mm2_per_s']:.1%} |")
-        print(
-            f"| (b) / (c): speed-up over SAM ViT-H proposal alone | "
-            f"{e['mm2_per_s'] / s['mm2_per_s']:.0f}x |"
-        )
+        if s:
+            print(
+                f"| (b) / (c): speed-up over SAM ViT-H proposal alone | "
+                f"{e['mm2_per_s'] / s['mm2_per_s']:.0f}x |"
+            )
         print(f"| peak RSS of detect (process tree) | {e['peak_tree_rss_bytes'] / 2**30:.2f} GiB |")
-    print(
-        f"| (c) SAM ViT-H proposer (random weights) | {s['vit_h_seconds_per_tile']:.0f} s per "
-        f"tile, {s['vit_h_seconds_per_mm2']:.0f} s/mm² |"
-    )
+    if s:
+        print(
+            f"| (c) SAM ViT-H proposer (random weights) | {s['vit_h_seconds_per_tile']:.0f} s "
+            f"per tile, {s['vit_h_seconds_per_mm2']:.0f} s/mm² |"
+        )
+    if "stages" in out:
+        st = out["stages"]
+        print(
+            f"| stages per 1024² tile ({st['tiles']} tiles, 1 process) | read "
+            f"{st['read_s_per_tile']:.2f} s, propose {st['propose_s_per_tile']:.2f} s, classify "
+            f"{st['classify_s_per_tile']:.2f} s ({st['candidates_per_tile']:.0f} candidates, "
+            f"{st['classify_ms_per_candidate']:.1f} ms each) |"
+        )
+        pc = st["member_ms_per_crop"]
+        print(
+            f"| one ResNet18 member, ms per crop: float32 / CPU bfloat16 autocast | "
+            f"{pc['float32']:.1f} / {pc['bfloat16_autocast']:.1f} |"
+        )
     print(f"| load average start / end | {out['load_average_start']} / {out['load_average_end']} |")
     print(f"| machine | {out['machine']} |")
     if args.json:
