@@ -164,3 +164,22 @@ def test_sam_through_propose_slide(tiny):
     assert c.proposer == "sam" and c.mask_downsample == 1.0
     assert np.all((c.x_px >= 0) & (c.x_px < 200) & (c.y_px >= 0) & (c.y_px < 100))
     assert np.all((c.area_um2 >= 2.25) & (c.area_um2 <= 225.0))
+
+
+def test_cli_with_sam_checkpoint(tiny, tmp_path):
+    from PIL import Image
+
+    from mitoscope.cli import main
+
+    ckpt = tmp_path / "tiny_sam.pth"
+    torch.save(tiny.state_dict(), ckpt)
+    img = tmp_path / "region.png"
+    Image.fromarray(np.random.default_rng(0).integers(100, 250, (64, 64, 3), np.uint8)).save(img)
+    out = tmp_path / "c.csv"
+    args = ["candidates", str(img), "--mpp", "0.25", "--proposer", "sam", "--out", str(out)]
+    args += ["--sam-checkpoint", str(ckpt), "--all-tiles"]
+    assert main([*args, "--sam-variant", "tiny", "--sam-cpu-dtype", "float32"]) == 0
+    assert out.read_text().startswith("x_px,y_px,area_um2,score")
+    out.unlink()
+    assert main([*args, "--sam-variant", "vit_b"]) == 2  # checkpoint of another variant
+    assert not out.exists()

@@ -23,6 +23,12 @@ def candidates(
         None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
     ),
     sam_variant: str = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b"),
+    sam_cpu_dtype: str = typer.Option(
+        "bfloat16",
+        "--sam-cpu-dtype",
+        help="SAM autocast dtype on CPU: bfloat16 (OMG-Net) | float32 (faster on CPUs "
+        "without native bfloat16).",
+    ),
     work_mpp: float = typer.Option(
         None,
         "--work-mpp",
@@ -48,7 +54,9 @@ def candidates(
                 "--proposer sam needs weights; pass --sam-checkpoint sam_vit_h_4b8939.pth "
                 "(a Segment Anything checkpoint) or use --proposer classical"
             )
-        prop = get_proposer("sam", checkpoint=sam_checkpoint, variant=sam_variant)
+        prop = get_proposer(
+            "sam", checkpoint=sam_checkpoint, variant=sam_variant, cpu_dtype=sam_cpu_dtype
+        )
     elif name == "classical":
         prop = get_proposer("classical")
     else:
