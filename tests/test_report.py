@@ -148,3 +148,31 @@ def test_report_renders_in_chromium(report_dir: Path) -> None:
     assert str(summary["n_mitoses"]) in text
     assert "Top detections" in text
     assert (report_dir / "report.png").stat().st_size > 10_000
+
+
+def test_spatial_layer_avoids_a_2x2_map() -> None:
+    import torch
+    from torch import nn
+
+    from mitoscope.report import spatial_layer
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Sequential(nn.Conv2d(3, 16, 3, 4, 1), nn.ReLU())  # 64 -> 16
+            self.pad = nn.ZeroPad2d(1)
+            self.b = nn.Sequential(nn.Conv2d(16, 16, 3, 4, 0), nn.ReLU())  # 18 -> 4
+            self.c = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU())  # 4 -> 2
+            self.use_mask = False
+
+        def forward(self, x):
+            f = self.c(self.b(self.pad(self.a(x))))
+            return {"mf": f.mean((1, 2, 3))}
+
+    net = Net()
+    assert spatial_layer(net, net.c, 64) is net.b  # 4 x 4, not the padded 18 x 18 map
+    assert spatial_layer(net, net.c, 64, min_cells=2) is net.c
+    cam = gradcam(
+        net, spatial_layer(net, net.c, 64), torch.rand(2, 64, 64, 3).mul(255).byte().numpy()
+    )
+    assert cam.shape == (2, 64, 64)

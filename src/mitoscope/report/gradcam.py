@@ -109,6 +109,56 @@ def _select(out: Any, head: str) -> Any:
     return t.reshape(t.shape[0], -1)[:, 0]
 
 
+def spatial_layer(model: Any, layer: Any, size_px: int, *, min_cells: int = 4) -> Any:
+    """``layer`` if its output map has at least ``min_cells`` per side, else a finer one.
+
+    A 64 px patch through a stride-32 network leaves a 2 x 2 map at the last block: its
+    Grad-CAM is a blur. Then the last module (in forward order) whose 4-D output still has
+    ``min_cells`` cells per side is explained instead (e.g. the stride-16 stage).
+    """
+    import torch
+
+    order: list[tuple[Any, tuple[int, ...]]] = []
+
+    def hook(mod: Any, _inp: Any, out: Any) -> None:
+        if torch.is_tensor(out) and out.ndim == 4:
+            order.append((mod, tuple(out.shape)))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros((1, 3, size_px, size_px), device=device)
+        with torch.no_grad():
+            if getattr(model, "use_mask", False):
+                model(x, torch.zeros((1, 1, size_px, size_px), device=device))
+            else:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    shape = next((s for m, s in order if m is layer), None)
+    if shape is None or min(shape[2:]) >= min_cells:
+        return layer
+    from torch import nn
+
+    pads = (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)
+    finer = [
+        m
+        for m, s in order
+        if min(s[2:]) >= min_cells
+        and s[1] >= 8
+        and size_px % s[2] == 0  # a feature map aligned with the input (not a padded one)
+        and not isinstance(m, pads)
+    ]
+    return finer[-1] if finer else layer
+
+
 def ensemble_gradcam(
     models: list[Any],
     layers: list[Any],

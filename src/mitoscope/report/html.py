@@ -130,7 +130,7 @@ def render_report(
     facts = [
         ("slide", f"{info.path.name} ({info.width} x {info.height} px, {info.backend})"),
         ("pixel size", f"{info.mpp:g} um/px ({info.mpp_source})"),
-        ("model", f"{summary['model']} (threshold {summary['threshold']:.3f})"),
+        ("model", f"{summary['model']} (threshold {summary['threshold']:.6g})"),
         ("proposer", summary["proposer"]),
         ("candidates scored", f"{summary['n_candidates']} in {summary['n_tiles']} tiles"),
         (
@@ -186,7 +186,8 @@ def render_report(
         f'<section id="gallery"><h2>Top detections ({len(cards)})</h2>'
         '<p class="muted">Left: context with the candidate contour and the classifier input '
         "(square). Right: the classifier input with its Grad-CAM heatmap for the mitotic-figure "
-        "output (Farooq et al.).</p>"
+        "output (Farooq et al.), computed at the model's last block with at least 4 x 4 cells."
+        "</p>"
     )
     if not cards:
         parts.append("<p>No candidates above the probability floor.</p>")
@@ -347,11 +348,15 @@ def _gallery(
         p = float(dets.mf_probability[i])
         a = float(dets.atypical_probability[i])
         big = resize_to(patches[n], (CARD_PX, CARD_PX))
-        if cams is not None:
+        cam_txt = ""
+        if cams is not None and float(cams[n].max()) > 0:
             cam = resize_to(cams[n], (CARD_PX, CARD_PX))
             right = blend(big, colormap(cam), 0.15 + 0.5 * np.clip(cam, 0, 1))
         else:
             right = big
+            if cams is not None:
+                cam_txt = '<div class="muted">Grad-CAM: no positive evidence at this layer</div>'
+
         if p >= thr:
             label = "atypical MF" if (math.isfinite(a) and a >= atyp_thr) else "MF"
         else:
@@ -361,12 +366,19 @@ def _gallery(
             '<div class="card">'
             f'<img alt="context" src="{png_data_uri(contexts[n])}"> '
             f'<img alt="Grad-CAM" src="{png_data_uri(right)}">'
-            f'<div class="p">#{n + 1} p(MF) = {p:.3f} <span class="muted">({label})</span></div>'
+            f'<div class="p">#{n + 1} p(MF) = {_prob_text(p)} <span class="muted">({label})</span></div>'
             f"<div>p(atypical) = {a_txt}; area {float(dets.area_um2[i]):.1f} um²</div>"
             f'<div class="muted">x = {float(dets.x_px[i]):.0f}, y = {float(dets.y_px[i]):.0f} px</div>'
-            "</div>"
+            f"{cam_txt}</div>"
         )
     return cards, note
+
+
+def _prob_text(p: float) -> str:
+    """A probability with enough digits to tell 0.9999 from 1 (thresholds can be that high)."""
+    if p >= 0.999:
+        return "> 0.999999" if p > 0.9999995 else f"{p:.6f}"
+    return f"{p:.3f}"
 
 
 def _cams(classifier: Any, patches: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -377,7 +389,10 @@ def _cams(classifier: Any, patches: np.ndarray, masks: np.ndarray) -> tuple[np.n
     from .gradcam import ensemble_gradcam
 
     try:
-        layers = [layer_of(m) for m in models]
+        from .gradcam import spatial_layer
+
+        size = patches.shape[1]
+        layers = [spatial_layer(m, layer_of(m), size) for m in models]
         return ensemble_gradcam(models, layers, patches, masks), ""
     except Exception as exc:
         return None, f"Grad-CAM failed: {type(exc).__name__}: {exc}"
