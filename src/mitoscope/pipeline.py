@@ -93,7 +93,7 @@ class DetectConfig:
     hotspot_area_mm2: float = 2.0
     hpf10_area_mm2: float = 2.37
     report: bool = True
-    gallery_size: int = 24
+    gallery_size: int = 16
     mpp_tolerance: float = 0.03
 
     def __post_init__(self) -> None:

@@ -75,6 +75,11 @@ def gradcam(
 
     was_training = model.training
     model.eval()
+    # only activation gradients are needed: skip the weight gradients (most of the backward)
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
     handle = layer.register_forward_hook(_forward_hook)
     try:
         with torch.enable_grad():
@@ -90,6 +95,8 @@ def gradcam(
         cam = cam.cpu().numpy().astype(np.float32)
     finally:
         handle.remove()
+        for p, f in zip(params, flags, strict=True):
+            p.requires_grad_(f)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     peak = cam.reshape(n, -1).max(axis=1)
