@@ -8,9 +8,9 @@ is real H&E (a mosaic of the AMi-Br training crops, see :mod:`mitoscope.synth`),
     OpenSlide, in ``--workers`` processes (the same cores ``detect`` gets) -> mm² of tissue / s;
 (b) ``mitoscope detect SLIDE --out TMP --workers N --device cpu`` end to end in a subprocess
     (wall clock, including start-up, tissue detection, outputs and the HTML report) -> mm²/s;
-(c) the OMG-Net SAM ViT-H proposer's cost per mm² on this CPU, from ``benchmarks/sam_cost.py``
-    (random weights; image encoder + 64 x 64 point grid on one 1024 x 1024 tile, extrapolated):
-    its JSON is read with ``--sam-json`` or produced by running it.
+(c) the OMG-Net SAM ViT-H proposer's cost per mm² on this CPU (random weights; image encoder
+    + one 64-prompt batch of the 64 x 64 point grid on one 1024 x 1024 tile, extrapolated to the
+    grid and to mm² of tile core), or read from ``benchmarks/sam_cost.py``'s JSON (``--sam-json``).
 
 and prints the ratios. Run::
 
@@ -93,13 +93,56 @@ def detect_end_to_end(path: Path, workers: int, extra: list[str]) -> dict:
     return res
 
 
+def sam_vit_h_cost(points_per_side: int = 64, points_per_batch: int = 64) -> dict:
+    """OMG-Net's SAM ViT-H proposer on this CPU: random weights (``vit_h`` built without a
+    checkpoint: the same computation), image encoder once on a real 1024 x 1024 H&E tile, one
+    batch of ``points_per_batch`` point prompts through the mask decoder (3 masks each,
+    upsampled to the tile as the automatic mask generator does), extrapolated to the
+    ``points_per_side``² grid; seconds per mm² over the tile core of the default plan."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from segment_anything import SamPredictor, sam_model_registry
+
+    img = np.asarray(
+        Image.open(common.SHARED_DATA / "slides" / "tiatoolbox_target_image.png").convert("RGB")
+    )
+    img = np.pad(img, ((0, 24), (0, 24), (0, 0)), mode="reflect")[:1024, :1024]
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    model = sam_model_registry["vit_h"](checkpoint=None).eval()
+    build = time.perf_counter() - t0
+    pred = SamPredictor(model)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        pred.set_image(img)
+        enc = time.perf_counter() - t0
+        g = (np.arange(points_per_side) + 0.5) / points_per_side * 1024
+        pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)[:points_per_batch]
+        coords = pred.transform.apply_coords(pts, img.shape[:2])
+        pc = torch.as_tensor(coords, dtype=torch.float)[:, None, :]
+        pl = torch.ones(pc.shape[0], 1, dtype=torch.int)
+        t0 = time.perf_counter()
+        masks, iou, _ = pred.predict_torch(pc, pl, multimask_output=True, return_logits=True)
+        dec = time.perf_counter() - t0
+    n_batches = points_per_side**2 / points_per_batch
+    per_tile = enc + dec * n_batches
+    core_mm2 = ((256.0 - 32.0) / 1000.0) ** 2
+    return {
+        "source": "throughput.py sam_vit_h_cost (random-weight vit_h)",
+        "build_seconds": build,
+        "vit_h_encoder_seconds": enc,
+        "decoder_seconds_per_batch": dec,
+        "batches_per_tile": n_batches,
+        "vit_h_seconds_per_tile": per_tile,
+        "vit_h_seconds_per_mm2": per_tile / core_mm2,
+        "mm2_per_s": core_mm2 / per_tile,
+    }
+
+
 def sam_cost(path: Path | None) -> dict:
     if path is None:
-        path = common.CACHE / "sam_cost.json"
-        if not path.exists():
-            import sam_cost as sc
-
-            sc.main(["--json", str(path)])
+        return sam_vit_h_cost()
     d = json.loads(path.read_text())
     h = d["vit_h"]
     est = h["amg_estimate"]
