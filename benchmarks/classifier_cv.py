@@ -151,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         ms = [v["metrics"] for key, v in results.items() if key.split("|")[0] == name]
         if not ms:
             continue
-        label = f"ensemble of {len(seeds)} seeds (default recipe)" if name == "ensemble" else name
+        label = (
+            "ensemble of seeds 0+1 (default recipe, probabilities averaged)"
+            if name == "ensemble"
+            else name
+        )
         rows.append(
             f"| {label} | {len(ms)} | {_fmt([m['mf_roc_auc'] for m in ms])} | {_fmt([m['mf_f1'] for m in ms])} "
             f"| {_fmt([m['atypical_balanced_accuracy'] for m in ms])} | {_fmt([m['atypical_roc_auc'] for m in ms])} |"
