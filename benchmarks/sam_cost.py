@@ -108,36 +108,11 @@ def _bf16_probe(timeout_s: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
-
+def _vit_b(args, tile: np.ndarray, b: dict, save) -> float:  # type: ignore[no-untyped-def]
+    """vit_b encoder and full AMG timings into ``b``; returns seconds per tile."""
     from mitoscope.candidates.sam import SamProposer, build_sam_model
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tiles", type=int, default=1, help="full vit_b AMG runs to time")
-    ap.add_argument("--amg-dtype", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--bf16-timeout", type=float, default=600.0, help="0 = skip the bf16 probe")
-    ap.add_argument("--skip-vit-h", action="store_true")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-
-    tile = _tile()
-    res: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, "
-        f"torch {torch.__version__} threads {torch.get_num_threads()}, no GPU",
-        "load_average_start": os.getloadavg(),
-        "tile": "1024x1024 @ 0.25 um/px",
-        "tile_mm2": TILE_MM2,
-        "core_mm2": CORE_MM2,
-    }
-
-    def save() -> None:
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=2))
-
     model = build_sam_model("vit_b", seed=0).eval()
-    b: dict = {}
-    res["vit_b"] = b
     wall, cpu = _encoder(model, tile, "float32")
     b["encoder_float32"] = {"wall_s": wall, "cpu_s": cpu}
     print(f"vit_b encoder float32: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
@@ -163,7 +138,42 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_mm2_core": per / CORE_MM2,
     }
     save()
-    del model
+    return per
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from mitoscope.candidates.sam import build_sam_model
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiles", type=int, default=1, help="full vit_b AMG runs to time")
+    ap.add_argument("--amg-dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--bf16-timeout", type=float, default=600.0, help="0 = skip the bf16 probe")
+    ap.add_argument("--skip-vit-h", action="store_true")
+    ap.add_argument("--skip-vit-b", action="store_true", help="only vit_h encoder / bf16 probe")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    tile = _tile()
+    res: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible, "
+        f"torch {torch.__version__} threads {torch.get_num_threads()}, no GPU",
+        "load_average_start": os.getloadavg(),
+        "tile": "1024x1024 @ 0.25 um/px",
+        "tile_mm2": TILE_MM2,
+        "core_mm2": CORE_MM2,
+    }
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+
+    b: dict = {}
+    res["vit_b"] = b
+    per = float("nan")
+    if not args.skip_vit_b:
+        per = _vit_b(args, tile, b, save)
     if not args.skip_vit_h:
         model = build_sam_model("vit_h", seed=0).eval()
         h: dict = {}
@@ -173,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vit_h encoder float32: {wall:.1f} s wall, {cpu:.1f} s cpu", flush=True)
         save()
         del model
-        enc_b = b["encoder_float32"]["wall_s"]
-        enc_h = h["encoder_float32"]["wall_s"]
-        est = enc_h + per - enc_b
+        if "encoder_float32" in b:
+            est = h["encoder_float32"]["wall_s"] + per - b["encoder_float32"]["wall_s"]
+        else:
+            est = float("nan")
         h["amg_estimate"] = {
             "dtype": args.amg_dtype,
             "seconds_per_tile_estimate": est,
