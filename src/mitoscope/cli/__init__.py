@@ -49,30 +49,33 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mitoscope`` console script."""
-    import click
+    """Entry point of the ``mitoscope`` console script; returns the exit code.
 
-    verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    Usage errors are Typer's (message + usage, exit 2); a :class:`MitoscopeError` becomes one
+    line ``mitoscope: error: ...`` on stderr and exit 2 (with the traceback under ``--verbose``).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args
     try:
-        rv = app(args=argv, standalone_mode=False)
-        return int(rv or 0) if isinstance(rv, int) else 0
+        app(args=args, prog_name="mitoscope", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
     except MitoscopeError as exc:
         if verbose:
             traceback.print_exc()
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"mitoscope: error: {msg}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        print("mitoscope: aborted", file=sys.stderr)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return 2
     except KeyboardInterrupt:
         print("mitoscope: interrupted", file=sys.stderr)
         return 130
+    return 0
 
 
 def run() -> None:  # pragma: no cover - console script shim
