@@ -102,7 +102,8 @@ def _outputs(out: Path) -> dict[str, object]:
     for f in sorted(out.iterdir()):
         if f.name.endswith(".summary.json"):
             d = json.loads(f.read_text())
-            d.pop("seconds")
+            for timing in ("seconds", "timing_s"):  # run times differ from run to run
+                d.pop(timing, None)
             found[f.name] = d
         elif f.suffix in (".geojson", ".csv", ".json") and not f.name.endswith(".done.json"):
             if f.name != "cohort_summary.csv":
