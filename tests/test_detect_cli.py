@@ -207,15 +207,16 @@ def test_unwritable_out_is_exit_2(tmp_path: Path, model_025: Path, capsys) -> No
     assert "cannot create output directory" in capsys.readouterr().err
 
 
-def test_no_tissue_slide_is_stated_not_failed(tmp_path: Path, model_025: Path, capsys) -> None:
+def test_no_tissue_slide_is_stated_and_exits_2(tmp_path: Path, model_025: Path, capsys) -> None:
+    """Empty tissue is bad input (exit 2, one line) but the empty result is still written."""
     from conftest import synthetic_he, write_pyramid_tiff
 
     glass = write_pyramid_tiff(tmp_path / "glass.tif", synthetic_he(1024, 1024, tissue=False))
     out = tmp_path / "o"
     rc = main(["detect", str(glass), "--out", str(out), "--model", str(model_025), "-q"])
-    err = capsys.readouterr().err
-    assert rc == 0
-    assert "mitoscope: warning:" in err and "no tissue found" in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("mitoscope: error:") and "no tissue found" in err[0]
     s = check_outputs(out, "glass", width=1024, height=1024, mpp=0.25)
     assert s["n_mitoses"] == 0 and s["tissue_area_mm2"] == 0
     assert any("no tissue found" in n for n in s["notes"])

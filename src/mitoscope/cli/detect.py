@@ -109,7 +109,14 @@ def detect(
 
     from ..errors import MitoscopeError
     from ..io import SlideRunnerDB
-    from ..pipeline import DB_NAME, DetectConfig, check_out_dir, detect_slide, output_stem
+    from ..pipeline import (
+        DB_NAME,
+        NO_TISSUE_NOTE,
+        DetectConfig,
+        check_out_dir,
+        detect_slide,
+        output_stem,
+    )
 
     paths = list(inputs or [])
     if sample or not paths:
@@ -173,6 +180,15 @@ def detect(
                 print(f"mitoscope: error: {path}: {msg}", file=sys.stderr)
                 continue
             stems.add(stem)
+            if NO_TISSUE_NOTE in result.extra.get("notes", []):
+                # the empty result is written and stated; the run still signals bad input
+                failures += 1
+                print(
+                    f"mitoscope: error: {path}: {NO_TISSUE_NOTE}; check the slide, or pass a "
+                    "region image of tissue",
+                    file=sys.stderr,
+                )
+                continue
             for w in caught:
                 if issubclass(w.category, RuntimeWarning):
                     print(f"mitoscope: warning: {w.message}", file=sys.stderr)
@@ -188,8 +204,9 @@ def detect(
                     f" -> {out_dir / stem}.*"
                 )
     if failures:
-        print(
-            f"mitoscope: {failures} of {len(paths)} input(s) failed; see the errors above",
-            file=sys.stderr,
-        )
+        if len(paths) > 1:
+            print(
+                f"mitoscope: {failures} of {len(paths)} input(s) failed; see the errors above",
+                file=sys.stderr,
+            )
         raise typer.Exit(2)
