@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         pc = st["member_ms_per_crop"]
         print(
-            f"| one ResNet18 member, ms per crop: float32 / CPU bfloat16 autocast | "
+            f"| one classifier member, ms per crop: float32 / CPU bfloat16 autocast | "
             f"{pc['float32']:.1f} / {pc['bfloat16_autocast']:.1f} |"
         )
     print(f"| load average start / end | {out['load_average_start']} / {out['load_average_end']} |")
