@@ -37,14 +37,23 @@ def detect_cohort(
         resume=resume,
         progress=not quiet,
     )
+    from ..pipeline import NO_TISSUE_NOTE
+
+    failures = len(res.failed)
     for rec in res.records:
         if rec.status == "failed":
             print(f"mitoscope: error: {rec.path}: {rec.error}", file=sys.stderr)
             continue
         s = rec.summary or {}
-        for note in s.get("notes") or []:
-            if "no tissue" in note:
-                print(f"mitoscope: warning: {rec.slide}: {note}", file=sys.stderr)
+        if NO_TISSUE_NOTE in (s.get("notes") or []):
+            # as in the single-input run: the empty result is written, the run signals bad input
+            failures += 1
+            print(
+                f"mitoscope: error: {rec.path}: {NO_TISSUE_NOTE}; check the slide, or pass a "
+                "region image of tissue",
+                file=sys.stderr,
+            )
+            continue
         if quiet:
             continue
         per = s.get("mitoses_per_mm2")
@@ -56,10 +65,11 @@ def detect_cohort(
             f"{float(s.get('tissue_area_mm2') or 0):.2f} mm² tissue), hotspot 2 mm²: {hot}, "
             f"{rec.seconds:.1f} s -> {Path(out_dir) / rec.stem}.*{tail}"
         )
-    if res.failed:
+    if failures:
         print(
-            f"mitoscope: {len(res.failed)} of {len(res.records)} input(s) failed; see the errors "
+            f"mitoscope: {failures} of {len(res.records)} input(s) failed; see the errors "
             f"above and {res.summary_path}",
             file=sys.stderr,
         )
-    return res.exit_code
+        return 2
+    return 0
