@@ -6,16 +6,13 @@ import numpy as np
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U statistic, ties averaged); NaN if one class."""
-    from scipy.stats import rankdata
+    """Area under the ROC curve (:func:`mitoscope.evaluate.stats.roc_auc`); NaN if one class."""
+    from ..evaluate.stats import roc_auc as _roc_auc
 
     y = np.asarray(y).astype(bool)
-    s = np.asarray(score, dtype=np.float64)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
+    if y.all() or (~y).all():
         return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return _roc_auc(y, score)
 
 
 def f1_at(y: np.ndarray, score: np.ndarray, threshold: float) -> float:
@@ -29,12 +26,13 @@ def f1_at(y: np.ndarray, score: np.ndarray, threshold: float) -> float:
 
 
 def balanced_accuracy_at(y: np.ndarray, score: np.ndarray, threshold: float) -> float:
-    """Mean of sensitivity and specificity of ``score >= threshold``."""
+    """Balanced accuracy of ``score >= threshold`` (:func:`mitoscope.evaluate.stats.balanced_accuracy`)."""
+    from ..evaluate.stats import balanced_accuracy
+
     y = np.asarray(y).astype(bool)
-    p = np.asarray(score) >= threshold
     if y.all() or (~y).all():
         return float("nan")
-    return float(0.5 * ((p & y).sum() / y.sum() + (~p & ~y).sum() / (~y).sum()))
+    return balanced_accuracy(y, np.asarray(score) >= threshold)
 
 
 def _candidates(score: np.ndarray) -> np.ndarray:
