@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import shared_file
@@ -43,3 +45,11 @@ def test_detect_real_svs_end_to_end(tmp_path: Path, model_050: Path, capsys) -> 
     ((w, h),) = con.execute("SELECT width, height FROM Slides").fetchall()
     con.close()
     assert (w, h) == (2220, 2967)
+    # every reported object lies on tissue (tiles also cover the glass around it)
+    from mitoscope.slide import detect_tissue, open_slide
+
+    with open_slide(svs) as reader:
+        tissue = detect_tissue(reader)
+    midog = json.loads((out / "cmu_small_region.midog.json").read_text())
+    xy = np.array([p["point"][:2] for p in midog["points"]]) * 1000 / 0.499
+    assert len(xy) > 0 and tissue.contains(xy[:, 0], xy[:, 1]).all()

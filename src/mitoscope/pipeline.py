@@ -578,6 +578,9 @@ def _detect(
             bar.close()
     dets = Detections.cat(parts) if parts else Detections.empty()
     dets = merge_detections(dets, mpp=info.mpp, radius_um=cfg.merge_radius_um)
+    if tissue.mask.any() and len(dets):
+        # tiles overlap the glass around tissue: objects there (debris, dust) are not counted
+        dets = dets.filter(tissue.contains(dets.x_px, dets.y_px))
     order = np.argsort(-dets.mf_probability, kind="stable")
     dets = dets.filter(order)
 
