@@ -284,6 +284,11 @@ class SamProposer:
         device: str | None = None,
         **overrides: Any,
     ) -> None:
+        if model is None and checkpoint is None:  # before importing torch: fail fast
+            raise ModelLoadError(
+                "the sam proposer needs weights; pass a Segment Anything checkpoint with "
+                "--sam-checkpoint (e.g. sam_vit_h_4b8939.pth) or use --proposer classical"
+            )
         _import_sam()
         import torch
 
@@ -294,11 +299,6 @@ class SamProposer:
                 f"cpu_dtype must be 'bfloat16' or 'float32', got {self.config.cpu_dtype!r}"
             )
         if model is None:
-            if checkpoint is None:
-                raise ModelLoadError(
-                    "the sam proposer needs weights; pass a Segment Anything checkpoint with "
-                    "--sam-checkpoint (e.g. sam_vit_h_4b8939.pth) or use --proposer classical"
-                )
             model = load_sam(checkpoint, variant=variant)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()

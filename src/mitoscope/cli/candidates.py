@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ._proposer import proposer_from_options
+
 
 def register(app: typer.Typer) -> None:
     app.command("candidates")(candidates)
@@ -42,25 +44,14 @@ def candidates(
     progress: bool = typer.Option(False, "--progress", help="Show a progress bar."),
 ) -> None:
     """Propose candidate objects (with masks) and write x_px,y_px,area_um2,score,bbox to CSV."""
-    from ..candidates import get_proposer, propose_slide
+    from ..candidates import propose_slide
     from ..candidates.table import write_candidates_csv
-    from ..errors import InvalidInputError, ModelLoadError
     from ..slide import detect_tissue, open_slide, plan_tiles
 
     name = proposer.strip().lower()
-    if name == "sam":
-        if sam_checkpoint is None:  # fail before importing torch
-            raise ModelLoadError(
-                "--proposer sam needs weights; pass --sam-checkpoint sam_vit_h_4b8939.pth "
-                "(a Segment Anything checkpoint) or use --proposer classical"
-            )
-        prop = get_proposer(
-            "sam", checkpoint=sam_checkpoint, variant=sam_variant, cpu_dtype=sam_cpu_dtype
-        )
-    elif name == "classical":
-        prop = get_proposer("classical")
-    else:
-        raise InvalidInputError(f"unknown --proposer {proposer!r}; choose classical or sam")
+    prop = proposer_from_options(
+        name, sam_checkpoint=sam_checkpoint, sam_variant=sam_variant, cpu_dtype=sam_cpu_dtype
+    )
     t0 = time.perf_counter()
     with open_slide(slide, mpp=mpp) as reader:
         info = reader.info

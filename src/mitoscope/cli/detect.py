@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from ._proposer import proposer_from_options
+
 
 def register(app: typer.Typer) -> None:
     app.command("detect")(detect)
@@ -18,28 +20,6 @@ def _load_classifier(model: Path | None, device: str) -> Any:
     from ..classify import load_classifier
 
     return load_classifier(None if model is None else str(model), device=device)
-
-
-def _make_proposer(name: str, sam_checkpoint: Path | None, variant: str, device: str) -> Any:
-    from ..candidates import get_proposer
-    from ..errors import InvalidInputError
-
-    key = name.strip().lower()
-    if key == "sam":
-        if sam_checkpoint is None:
-            raise InvalidInputError(
-                "--proposer sam needs --sam-checkpoint FILE (a Segment Anything checkpoint, "
-                "e.g. sam_vit_h_4b8939.pth)"
-            )
-        return get_proposer(
-            "sam",
-            checkpoint=sam_checkpoint,
-            variant=variant,
-            device=None if device == "auto" else device,
-        )
-    if key == "classical":
-        return get_proposer("classical")
-    raise InvalidInputError(f"unknown --proposer {name!r}; choose classical or sam")
 
 
 def _check_device(device: str) -> str:
@@ -133,7 +113,12 @@ def detect(
     )
     out_dir = check_out_dir(out)
     dev = _check_device(device)
-    prop = _make_proposer(proposer, sam_checkpoint, sam_variant, dev)
+    prop = proposer_from_options(
+        proposer,
+        sam_checkpoint=sam_checkpoint,
+        sam_variant=sam_variant,
+        device=None if dev == "auto" else dev,
+    )
     if workers > 1 and getattr(prop, "name", "") == "sam":
         # the SAM model is large and GPU-bound: propose in the main process
         config = replace(config, workers=1)
