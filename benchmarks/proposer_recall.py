@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         help="override a proposer option, e.g. --set merge_radius_um=4 --set dark_levels=[]",
     )
     ap.add_argument("--misses", type=Path, default=None, help="write missed figures (CSV)")
+    ap.add_argument(
+        "--work-mpp",
+        type=float,
+        default=None,
+        help="resample each (padded) crop to this pixel size before proposing (e.g. 0.5)",
+    )
     args = ap.parse_args(argv)
 
     opts: dict = {}
@@ -107,11 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         h, w = rgb.shape[:2]
         img = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") if pad else rgb
         t0, p0 = time.perf_counter(), time.process_time()
-        c = proposer.propose(img, mpp=mpp)
+        f = 1.0
+        if args.work_mpp:
+            f = mpp / args.work_mpp  # work px per crop px
+            ih, iw = img.shape[:2]
+            size = (max(2, round(iw * f)), max(2, round(ih * f)))
+            img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX))
+        c = proposer.propose(img, mpp=args.work_mpp or mpp)
         seconds += time.perf_counter() - t0
         cpu_seconds += time.process_time() - p0
-        x = c.x_px - pad
-        y = c.y_px - pad
+        x = (c.x_px + 0.5) / f - 0.5 - pad
+        y = (c.y_px + 0.5) / f - 0.5 - pad
         inside = (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
         x, y = x[inside], y[inside]
         n_cands += int(inside.sum())

@@ -87,7 +87,16 @@ def detect_end_to_end(path: Path, workers: int, extra: list[str]) -> dict:
     res["model"] = model_desc
     res["summary"] = {
         k: summary.get(k)
-        for k in ("tissue_area_mm2", "n_candidates", "n_scored_above_floor", "n_mitoses", "n_tiles")
+        for k in (
+            "tissue_area_mm2",
+            "n_proposed",
+            "n_screened_out",
+            "n_candidates",
+            "n_scored_above_floor",
+            "n_mitoses",
+            "n_tiles",
+            "timing_s",
+        )
     }
     res["mm2_per_s"] = summary["tissue_area_mm2"] / res["seconds"]
     return res
@@ -159,57 +168,95 @@ def sam_cost(path: Path | None) -> dict:
 
 
 def stage_split(path: Path, n_tiles: int) -> dict:
-    """Per-tile seconds of read / propose / classify (in this process, first ``n_tiles`` tissue
-    tiles), and the classifier's ms per candidate in float32 vs CPU bfloat16 autocast."""
+    """Per-tile seconds of each stage, in this process, on the first ``n_tiles`` tissue tiles:
+    the current path (read at 0.25 um/px, downsample + propose at 0.5, screen, classify the kept
+    candidates with ONNX Runtime) and, on the same tiles, the previous path (propose at 0.25 um/px,
+    classify every candidate with eager torch) as the baseline; plus one member's ms per crop in
+    torch float32, torch bfloat16 autocast and ONNX Runtime."""
     import numpy as np
     import torch
 
     from mitoscope.candidates import get_proposer
     from mitoscope.classify import load_classifier
+    from mitoscope.classify.patches import extract_patches
+    from mitoscope.classify.screen import load_screen
+    from mitoscope.pipeline import _downsample, _upscale_candidates
     from mitoscope.slide import detect_tissue, open_slide, plan_tiles
 
     model_args, model_desc = common.benchmark_model()
-    clf = load_classifier(model_args[1] if model_args else None, device="cpu")
+    mpath = model_args[1] if model_args else None
+    clf = load_classifier(mpath, device="cpu", backend="onnx")
+    clf_torch = load_classifier(mpath, device="cpu", backend="torch")
+    screen = load_screen()
     prop = get_proposer("classical")
     clock = time.perf_counter
-    t_read = t_prop = t_cls = 0.0
-    n_cand = 0
+    t = dict.fromkeys(("read", "downsample", "propose", "screen", "classify"), 0.0)
+    base = {"propose": 0.0, "classify": 0.0}
+    n_prop = n_kept = n_base = 0
+    wm = clf.input_mpp
     with open_slide(path) as r:
         tiles = plan_tiles(r.info, detect_tissue(r))[:n_tiles]
-        for t in tiles:
+        for tile in tiles:
             a = clock()
-            img = r.read_region_mpp(t.region, clf.input_mpp)
+            img = r.read_region_mpp(tile.region, wm)
             b = clock()
-            c = prop.propose(img, mpp=clf.input_mpp)
+            small, fx, fy = _downsample(img, wm, screen.input_mpp)
+            c = clock()
+            cands = prop.propose(small, mpp=wm * fx)
             d = clock()
-            clf.predict_candidates(img, c, batch_size=256)
+            p, m = extract_patches(
+                small, cands.x_px, cands.y_px, screen.patch_size_px, candidates=cands
+            )
+            keep = screen.keep(p, m)
+            kept = _upscale_candidates(cands.filter(keep), fx, fy, img.shape[:2])
             e = clock()
-            t_read, t_prop, t_cls = t_read + b - a, t_prop + d - b, t_cls + e - d
-            n_cand += len(c)
+            clf.predict_candidates(img, kept, batch_size=256)
+            f = clock()
+            for k, v in zip(t, (b - a, c - b, d - c, e - d, f - e), strict=True):
+                t[k] += v
+            n_prop += len(cands)
+            n_kept += len(kept)
+            # the previous path on the same tile
+            g = clock()
+            full = prop.propose(img, mpp=wm)
+            h = clock()
+            clf_torch.predict_candidates(img, full, batch_size=256)
+            i = clock()
+            base["propose"] += h - g
+            base["classify"] += i - h
+            n_base += len(full)
     n = max(1, len(tiles))
-    # float32 vs emulated/native bfloat16 on the same batch of crops
     rng = np.random.default_rng(0)
     size = clf.patch_size_px
-    x = torch.from_numpy(rng.random((128, 3, size, size), dtype=np.float32))
-    x = x.contiguous(memory_format=torch.channels_last)
-    m = torch.zeros((128, 1, size, size))
-    net = clf.models[0]
+    xs = rng.integers(0, 255, (256, size, size, 3), dtype=np.uint8)
+    ms = rng.random((256, size, size)) > 0.7
     per_crop = {}
-    for name, bf in (("float32", False), ("bfloat16_autocast", True)):
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf):
-            net(x[:16], m[:16])
-            a = clock()
-            net(x, m)
-            per_crop[name] = (clock() - a) * 1000 / 128
+    for name, c_, bf in (
+        ("torch_float32", clf_torch, False),
+        ("onnxruntime", clf, False),
+        ("torch_bfloat16_autocast", clf_torch, True),
+    ):
+        c_.cpu_bf16 = bf
+        c_.predict_patches(xs[:16], ms[:16])
+        a = clock()
+        c_.predict_patches(xs, ms)
+        per_crop[name] = (clock() - a) * 1000 / len(xs)
+        c_.cpu_bf16 = False
+    cur = sum(t.values())
+    prev = t["read"] + base["propose"] + base["classify"]
     return {
         "model": model_desc,
         "tiles": len(tiles),
-        "read_s_per_tile": t_read / n,
-        "propose_s_per_tile": t_prop / n,
-        "classify_s_per_tile": t_cls / n,
-        "candidates_per_tile": n_cand / n,
-        "classify_ms_per_candidate": 1000 * t_cls / max(1, n_cand),
-        "member_ms_per_crop": per_crop,
+        **{f"{k}_s_per_tile": v / n for k, v in t.items()},
+        "candidates_per_tile": n_prop / n,
+        "kept_per_tile": n_kept / n,
+        "baseline_propose_s_per_tile": base["propose"] / n,
+        "baseline_classify_s_per_tile": base["classify"] / n,
+        "baseline_candidates_per_tile": n_base / n,
+        "current_s_per_tile": cur / n,
+        "baseline_s_per_tile": prev / n,
+        "speedup_vs_baseline": prev / max(cur, 1e-9),
+        "ms_per_crop": per_crop,
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -251,14 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.stages:
         st = out["stages"] = stage_split(slide, args.stages)
-        print(
-            f"stages on {st['tiles']} tiles: read {st['read_s_per_tile']:.3f} s, propose "
-            f"{st['propose_s_per_tile']:.3f} s, classify {st['classify_s_per_tile']:.3f} s per "
-            f"tile ({st['candidates_per_tile']:.0f} candidates/tile, "
-            f"{st['classify_ms_per_candidate']:.1f} ms/candidate); one member, ms per crop: "
-            f"{st['member_ms_per_crop']}",
-            flush=True,
-        )
+        print(f"stages on {st['tiles']} tiles: {json.dumps(st, indent=1)}", flush=True)
     s = out["sam"] = None if args.skip_sam else sam_cost(args.sam_json)
     if s:
         print(
@@ -300,15 +340,28 @@ def main(argv: list[str] | None = None) -> int:
     if "stages" in out:
         st = out["stages"]
         print(
-            f"| stages per 1024² tile ({st['tiles']} tiles, 1 process) | read "
-            f"{st['read_s_per_tile']:.2f} s, propose {st['propose_s_per_tile']:.2f} s, classify "
-            f"{st['classify_s_per_tile']:.2f} s ({st['candidates_per_tile']:.0f} candidates, "
-            f"{st['classify_ms_per_candidate']:.1f} ms each) |"
+            f"| stages per 1024² tile ({st['tiles']} tiles, 1 process, "
+            f"{st['torch_threads']} threads) | read {st['read_s_per_tile']:.3f} s, downsample "
+            f"{st['downsample_s_per_tile']:.3f} s, propose at 0.5 um/px "
+            f"{st['propose_s_per_tile']:.3f} s, screen {st['screen_s_per_tile']:.3f} s "
+            f"({st['candidates_per_tile']:.0f} -> {st['kept_per_tile']:.0f} candidates), "
+            f"classify {st['classify_s_per_tile']:.3f} s |"
         )
-        pc = st["member_ms_per_crop"]
         print(
-            f"| one classifier member, ms per crop: float32 / CPU bfloat16 autocast | "
-            f"{pc['float32']:.1f} / {pc['bfloat16_autocast']:.1f} |"
+            f"| previous path on the same tiles: propose at 0.25 um/px, classify all in torch | "
+            f"propose {st['baseline_propose_s_per_tile']:.3f} s, classify "
+            f"{st['baseline_classify_s_per_tile']:.3f} s "
+            f"({st['baseline_candidates_per_tile']:.0f} candidates) |"
+        )
+        print(
+            f"| per tile: current / previous path | {st['current_s_per_tile']:.3f} s / "
+            f"{st['baseline_s_per_tile']:.3f} s (**{st['speedup_vs_baseline']:.1f}x**) |"
+        )
+        pc = st["ms_per_crop"]
+        print(
+            "| one classifier member, ms per crop: torch float32 / ONNX Runtime / torch bf16 "
+            f"autocast | {pc['torch_float32']:.2f} / {pc['onnxruntime']:.2f} / "
+            f"{pc['torch_bfloat16_autocast']:.2f} |"
         )
     print(f"| load average start / end | {out['load_average_start']} / {out['load_average_end']} |")
     print(f"| machine | {out['machine']} |")

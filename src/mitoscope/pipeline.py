@@ -17,8 +17,10 @@ the slide itself); classification stays batched in the main process.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -77,6 +79,14 @@ class DetectConfig:
     mpp_tolerance : float
         When the slide's pixel size is within this relative distance of ``work_mpp`` (e.g.
         0.2527 vs 0.25), tiles are read natively instead of resampled.
+    cascade : bool, optional
+        Screen candidates with the tiny cascade model (:mod:`mitoscope.classify.screen`) before
+        the classifier. Default (``None``): on when the classifier is the bundled default model.
+    propose_mpp : float, optional
+        Pixel size the proposer works at (the tile is downsampled from ``work_mpp``); default:
+        the screen's pixel size (0.5 um/px) with the cascade, else ``work_mpp``.
+    screen_model : str, optional
+        Path of the cascade screen checkpoint; default: the bundled ``mitoscope_screen.pt``.
     """
 
     tile_um: float = 256.0
@@ -95,6 +105,9 @@ class DetectConfig:
     report: bool = True
     gallery_size: int = 16
     mpp_tolerance: float = 0.03
+    cascade: bool | None = None
+    propose_mpp: float | None = None
+    screen_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.tile_um <= 0 or self.overlap_um < 0 or self.overlap_um >= self.tile_um:
@@ -110,6 +123,10 @@ class DetectConfig:
             raise InvalidInputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if int(self.workers) < 1:
             raise InvalidInputError(f"--workers must be at least 1, got {self.workers}")
+        if self.propose_mpp is not None and not (0.05 <= float(self.propose_mpp) <= 10.0):
+            raise InvalidInputError(
+                f"--propose-mpp must be between 0.05 and 10 um/px, got {self.propose_mpp}"
+            )
 
 
 @dataclass
@@ -124,6 +141,7 @@ class TileWork:
     image: np.ndarray
     candidates: Candidates
     n_proposed: int = 0
+    n_screened_out: int = 0
 
 
 @dataclass
@@ -136,37 +154,152 @@ class _Run:
 
 
 # ------------------------------------------------------------------------------ per tile (pure)
-def process_tile(reader: SlideReader, tile: Tile, *, proposer: Any, work_mpp: float) -> TileWork:
-    """Read ``tile`` at ``work_mpp`` and propose; keep candidates centred in the tile's core.
+def process_tile(
+    reader: SlideReader,
+    tile: Tile,
+    *,
+    proposer: Any,
+    work_mpp: float,
+    propose_mpp: float | None = None,
+    screen: Any = None,
+) -> TileWork:
+    """Read ``tile`` at ``work_mpp``, propose, screen; keep candidates centred in the core.
 
-    A pure top-level function (picklable arguments) so it can run in worker processes.
+    With ``propose_mpp`` coarser than ``work_mpp`` the proposer (and the ``screen``, a
+    :class:`~mitoscope.classify.screen.Screen` at that pixel size) see a downsampled copy of
+    the tile; the kept candidates are mapped back to work pixels (masks upsampled). A pure
+    top-level function (picklable arguments) so it can run in worker processes.
+    """
+    image, small, fx, fy, cands, n = propose_tile(
+        reader, tile, proposer=proposer, work_mpp=work_mpp, propose_mpp=propose_mpp
+    )
+    dropped = 0
+    if screen is not None and len(cands):
+        from .classify.patches import extract_patches
+
+        patches, masks = extract_patches(
+            small, cands.x_px, cands.y_px, int(screen.patch_size_px), candidates=cands
+        )
+        keep = screen.keep(patches, masks)
+        dropped = int(len(keep) - keep.sum())
+        cands = cands.filter(keep)
+    if (fx, fy) != (1.0, 1.0) and len(cands):
+        cands = _upscale_candidates(cands, fx, fy, image.shape[:2])
+    return TileWork(tile=tile, image=image, candidates=cands, n_proposed=n, n_screened_out=dropped)
+
+
+def propose_tile(
+    reader: SlideReader,
+    tile: Tile,
+    *,
+    proposer: Any,
+    work_mpp: float,
+    propose_mpp: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, float, float, Candidates, int]:
+    """The proposal half of :func:`process_tile` (also used to train and tune the screen).
+
+    Returns the tile at ``work_mpp``, the image proposed on (the same array, or a copy
+    downsampled to ~``propose_mpp``), work px per proposal px along x and y, the candidates
+    centred in the tile's core (in proposal px), and the number proposed before that cut.
     """
     info = reader.info
     image = reader.read_region_mpp(tile.region, work_mpp)
-    cands = proposer.propose(image, mpp=work_mpp)
+    small, fx, fy = _downsample(image, work_mpp, propose_mpp)
+    pmpp = work_mpp * (fx + fy) / 2.0
+    cands = proposer.propose(small, mpp=pmpp)
     n = len(cands)
     if n:
-        scale = work_mpp / info.mpp
-        x0 = (cands.x_px + 0.5) * scale - 0.5 + tile.x
-        y0 = (cands.y_px + 0.5) * scale - 0.5 + tile.y
+        sx, sy = fx * work_mpp / info.mpp, fy * work_mpp / info.mpp
+        x0 = (cands.x_px + 0.5) * sx - 0.5 + tile.x
+        y0 = (cands.y_px + 0.5) * sy - 0.5 + tile.y
         core = tile.core
         inside = (x0 >= core.x) & (x0 < core.x1) & (y0 >= core.y) & (y0 < core.y1)
         cands = cands.filter(inside)
-    return TileWork(tile=tile, image=image, candidates=cands, n_proposed=n)
+    return image, small, fx, fy, cands, n
+
+
+def _downsample(
+    image: np.ndarray, work_mpp: float, propose_mpp: float | None
+) -> tuple[np.ndarray, float, float]:
+    """``image`` resampled to ~``propose_mpp`` (box filter) and the work px per new px (x, y)."""
+    if propose_mpp is None or propose_mpp <= work_mpp * 1.05:
+        return image, 1.0, 1.0
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    f = float(propose_mpp) / float(work_mpp)
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    k = int(round(f))
+    if abs(f - k) < 0.02 and h % k == 0 and w % k == 0:
+        small = np.asarray(pil.reduce(k))
+    else:
+        size = (max(2, int(round(w / f))), max(2, int(round(h / f))))
+        small = np.asarray(pil.resize(size, Image.Resampling.BOX))
+    return small, w / small.shape[1], h / small.shape[0]
+
+
+def _upscale_candidates(c: Candidates, fx: float, fy: float, shape: tuple[int, int]) -> Candidates:
+    """Candidates found on a downsampled image -> the full-resolution image's pixels."""
+    from dataclasses import replace as _replace
+
+    h, w = shape
+    bbox = np.empty_like(c.bbox)
+    bbox[:, 0] = np.floor(c.bbox[:, 0] * fx)
+    bbox[:, 2] = np.ceil(c.bbox[:, 2] * fx)
+    bbox[:, 1] = np.floor(c.bbox[:, 1] * fy)
+    bbox[:, 3] = np.ceil(c.bbox[:, 3] * fy)
+    bbox[:, [0, 2]] = np.clip(bbox[:, [0, 2]], 0, w)
+    bbox[:, [1, 3]] = np.clip(bbox[:, [1, 3]], 0, h)
+    masks = None
+    if c.masks is not None:
+        masks = []
+        for k, m in enumerate(c.masks):
+            bh, bw = int(bbox[k, 3] - bbox[k, 1]), int(bbox[k, 2] - bbox[k, 0])
+            m = np.asarray(m, dtype=bool)
+            if m.size == 0 or bh < 1 or bw < 1:
+                masks.append(np.zeros((max(bh, 1), max(bw, 1)), bool))
+                continue
+            # nearest-neighbour: each full-res pixel takes the mask pixel it falls in
+            ys = np.minimum(
+                ((np.arange(bh) + bbox[k, 1] + 0.5) / fy - c.bbox[k, 1]).astype(int), m.shape[0] - 1
+            )
+            xs = np.minimum(
+                ((np.arange(bw) + bbox[k, 0] + 0.5) / fx - c.bbox[k, 0]).astype(int), m.shape[1] - 1
+            )
+            masks.append(m[np.maximum(ys, 0)][:, np.maximum(xs, 0)])
+    return _replace(
+        c,
+        x_px=(c.x_px + 0.5) * fx - 0.5,
+        y_px=(c.y_px + 0.5) * fy - 0.5,
+        bbox=bbox,
+        masks=masks,
+    )
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(source: Any, mpp: float, proposer: Any) -> None:
+def _worker_init(source: Any, mpp: float, proposer: Any, screen: Any = None) -> None:
     from .slide import open_slide
 
+    if screen is not None:
+        import torch
+
+        torch.set_num_threads(1)  # one process per core: torch must not spawn more threads
     _WORKER["reader"] = open_slide(source, mpp=mpp) if isinstance(source, (str, Path)) else source
     _WORKER["proposer"] = proposer
+    _WORKER["screen"] = screen
 
 
-def _worker_tile(tile: Tile, work_mpp: float) -> TileWork:
-    return process_tile(_WORKER["reader"], tile, proposer=_WORKER["proposer"], work_mpp=work_mpp)
+def _worker_tile(tile: Tile, work_mpp: float, propose_mpp: float | None) -> TileWork:
+    return process_tile(
+        _WORKER["reader"],
+        tile,
+        proposer=_WORKER["proposer"],
+        work_mpp=work_mpp,
+        propose_mpp=propose_mpp,
+        screen=_WORKER["screen"],
+    )
 
 
 def _iter_tiles(
@@ -176,11 +309,20 @@ def _iter_tiles(
     proposer: Any,
     work_mpp: float,
     workers: int,
+    propose_mpp: float | None = None,
+    screen: Any = None,
 ) -> Iterator[TileWork]:
     """Yield :class:`TileWork` in tile order; bounded prefetch so memory stays flat."""
     if workers <= 1 or len(tiles) <= 1:
         for tile in tiles:
-            yield process_tile(reader, tile, proposer=proposer, work_mpp=work_mpp)
+            yield process_tile(
+                reader,
+                tile,
+                proposer=proposer,
+                work_mpp=work_mpp,
+                propose_mpp=propose_mpp,
+                screen=screen,
+            )
         return
     import multiprocessing as mp
     from collections import deque
@@ -193,19 +335,19 @@ def _iter_tiles(
         max_workers=workers,
         mp_context=ctx,
         initializer=_worker_init,
-        initargs=(source, reader.info.mpp, proposer),
+        initargs=(source, reader.info.mpp, proposer, screen),
     ) as pool:
         pending: deque = deque()
         it = iter(tiles)
         for tile in it:
-            pending.append(pool.submit(_worker_tile, tile, work_mpp))
+            pending.append(pool.submit(_worker_tile, tile, work_mpp, propose_mpp))
             if len(pending) >= 2 * workers:
                 break
         while pending:
             work = pending.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(_worker_tile, nxt, work_mpp))
+                pending.append(pool.submit(_worker_tile, nxt, work_mpp, propose_mpp))
             yield work
 
 
@@ -434,6 +576,7 @@ def detect_slide(
     progress: bool = True,
     mpp: float | None = None,
     stem: str | None = None,
+    screen: Any = None,
 ) -> SlideResult:
     """Detect mitotic figures in one slide or region image.
 
@@ -458,6 +601,9 @@ def detect_slide(
         Level-0 pixel size override (um/px), for files without one.
     stem : str, optional
         Output file stem; default: the input's file name without extension.
+    screen : Screen or path, optional
+        Cascade stage 1 (:mod:`mitoscope.classify.screen`); default: the bundled screen when
+        the cascade is on (``config.cascade``; by default on with the bundled classifier).
 
     Returns
     -------
@@ -475,17 +621,33 @@ def detect_slide(
         from .candidates import get_proposer
 
         proposer = get_proposer(proposer or "classical")
+    use_cascade = cfg.cascade
+    if use_cascade is None:
+        use_cascade = classifier is None or screen is not None
     if classifier is None:
         from .classify import load_classifier
 
         classifier = load_classifier()
+    if not use_cascade:
+        screen = None
+    elif screen is None or isinstance(screen, (str, Path)):
+        from .classify.screen import load_screen
+
+        screen = load_screen(screen or cfg.screen_model)
     if out_dir is not None:
         out_dir = check_out_dir(out_dir)
 
     own = not hasattr(path_or_reader, "read_region_mpp")
     reader = open_slide(path_or_reader, mpp=mpp) if own else path_or_reader  # type: ignore[arg-type]
     try:
-        run = _detect(reader, proposer=proposer, classifier=classifier, cfg=cfg, progress=progress)
+        run = _detect(
+            reader,
+            proposer=proposer,
+            classifier=classifier,
+            cfg=cfg,
+            progress=progress,
+            screen=screen,
+        )
         if out_dir is not None:
             write_outputs(
                 run,
@@ -502,8 +664,55 @@ def detect_slide(
     return run.result
 
 
+def _main_threads(workers: int) -> int:
+    """Torch threads for the classifier while ``workers`` processes read and propose."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, int(cores or 1) - int(workers))
+
+
 def _detect(
-    reader: SlideReader, *, proposer: Any, classifier: Any, cfg: DetectConfig, progress: bool
+    reader: SlideReader,
+    *,
+    proposer: Any,
+    classifier: Any,
+    cfg: DetectConfig,
+    progress: bool,
+    screen: Any = None,
+) -> _Run:
+    restore: Any = contextlib.nullcontext()
+    if int(cfg.workers) > 1 and "torch" in sys.modules:
+        restore = _torch_threads(_main_threads(int(cfg.workers)))
+    with restore:
+        return _detect_run(
+            reader,
+            proposer=proposer,
+            classifier=classifier,
+            cfg=cfg,
+            progress=progress,
+            screen=screen,
+        )
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _detect_run(
+    reader: SlideReader,
+    *,
+    proposer: Any,
+    classifier: Any,
+    cfg: DetectConfig,
+    progress: bool,
+    screen: Any = None,
 ) -> _Run:
     from .count import atypical_ratio, hotspot, mitoses_per_mm2
     from .slide.tiling import plan_tiles
@@ -520,6 +729,15 @@ def _detect(
         else cfg.atypical_threshold
     )
     floor = min(float(cfg.floor), threshold)
+    propose_mpp = cfg.propose_mpp
+    if screen is not None:
+        smpp = float(screen.input_mpp)
+        if propose_mpp is not None and abs(float(propose_mpp) / smpp - 1.0) > 0.05:
+            raise InvalidInputError(
+                f"the cascade screen works at {smpp} um/px, so candidates are proposed there; "
+                f"--propose-mpp {propose_mpp} needs --no-cascade"
+            )
+        propose_mpp = smpp if smpp > work_mpp * 1.05 else None
 
     tissue, tissue_area, notes = _tissue_for(reader, cfg)
     if not tissue.mask.any():
@@ -530,7 +748,13 @@ def _detect(
         tiles = plan_tiles(info, tissue, tile_um=cfg.tile_um, overlap_um=cfg.overlap_um)
 
     iterator: Any = _iter_tiles(
-        reader, tiles, proposer=proposer, work_mpp=work_mpp, workers=int(cfg.workers)
+        reader,
+        tiles,
+        proposer=proposer,
+        work_mpp=work_mpp,
+        workers=int(cfg.workers),
+        propose_mpp=propose_mpp,
+        screen=screen,
     )
     bar = None
     if progress and tiles:
@@ -538,7 +762,7 @@ def _detect(
 
         bar = tqdm(total=len(tiles), desc=info.path.name, unit="tile", leave=False)
     parts: list[Detections] = []
-    n_proposed = n_candidates = 0
+    n_proposed = n_candidates = n_screened_out = 0
     timing = {"tissue_s": time.perf_counter() - t0, "propose_s": 0.0, "classify_s": 0.0}
     batcher = _Batcher(classifier, batch_size=int(cfg.batch_size))
 
@@ -563,6 +787,7 @@ def _detect(
             t_got = time.perf_counter()
             timing["propose_s"] += t_got - t_wait
             n_proposed += work.n_proposed
+            n_screened_out += work.n_screened_out
             if len(work.candidates):
                 n_candidates += len(work.candidates)
                 emit(batcher.add(work))
@@ -621,6 +846,9 @@ def _detect(
             "n_atypical": int(np.count_nonzero(dets.atypical_probability[is_mf] >= atyp_thr)),
             "n_candidates": int(n_candidates),
             "n_proposed": int(n_proposed),
+            "n_screened_out": int(n_screened_out),
+            "cascade": screen is not None,
+            "propose_mpp": float(propose_mpp or work_mpp),
             "n_tiles": len(tiles),
             "floor": floor,
             "work_mpp": work_mpp,
@@ -706,10 +934,14 @@ def summary_dict(result: SlideResult) -> dict[str, Any]:
         "threshold": result.threshold,
         "atypical_threshold": ex.get("atypical_threshold"),
         "floor": ex.get("floor"),
+        "n_proposed": ex.get("n_proposed"),
+        "n_screened_out": ex.get("n_screened_out"),
         "n_candidates": ex.get("n_candidates"),
         "n_scored_above_floor": len(result.detections),
         "n_tiles": ex.get("n_tiles"),
         "work_mpp": ex.get("work_mpp"),
+        "propose_mpp": ex.get("propose_mpp"),
+        "cascade": ex.get("cascade"),
         "notes": list(ex.get("notes", [])),
         "version": __version__,
     }

@@ -86,15 +86,50 @@ class Classifier:
     card: dict[str, Any] = field(default_factory=dict)
     #: bfloat16 autocast on CPU (fast for ResNet18; slow for depthwise convolutions)
     cpu_bf16: bool = False
+    #: "onnx" (ONNX Runtime on the CPU, the members exported at load time) or "torch"
+    backend: str = "torch"
+    _sessions: dict[int, list[Any]] = field(default_factory=dict, repr=False)
+    _onnx: list[bytes] = field(default_factory=list, repr=False)
 
     def gradcam_layer(self, model: Any) -> Any:
         """The last convolutional block of ``model`` (a member of :attr:`models`)."""
         return model.cam_layer
 
     # ------------------------------------------------------------------ prediction
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_sessions"] = {}  # ONNX Runtime sessions do not pickle; rebuilt on first use
+        return state
+
+    def _ort_sessions(self) -> list[Any]:
+        """One ONNX Runtime session per member, for the current torch thread count."""
+        import torch
+
+        n = max(1, torch.get_num_threads())
+        if n not in self._sessions:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = n
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            self._sessions[n] = [
+                ort.InferenceSession(b, opts, providers=["CPUExecutionProvider"])
+                for b in self._onnx
+            ]
+        return self._sessions[n]
+
     def _forward(self, x: torch.Tensor, m: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        if self.backend == "onnx" and self._onnx:
+            feed = {"x": np.ascontiguousarray(x.contiguous().numpy())}
+            if m is not None:
+                feed["m"] = np.ascontiguousarray(m.numpy())
+            outs = [s.run(None, feed) for s in self._ort_sessions()]
+            mfl = np.mean([_sigmoid(o[0]) for o in outs], axis=0).reshape(-1)
+            atl = np.mean([_sigmoid(o[1]) for o in outs], axis=0).reshape(-1)
+            return mfl.astype(np.float64), atl.astype(np.float64)
         mf, at = [], []
         cuda = self.device.type == "cuda"
         use_amp = cuda or self.cpu_bf16
@@ -252,10 +287,67 @@ def save_checkpoint(
     return path
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def export_onnx(net: Any, *, patch_size_px: int, uses_mask: bool) -> bytes:
+    """One member as an ONNX graph (inputs ``x`` (N,3,S,S) and ``m`` (N,1,S,S); logits out)."""
+    import io
+    import warnings
+
+    import torch
+
+    class Heads(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any, m: Any = None) -> tuple[Any, Any]:
+            out = self.inner(x, m)
+            return out["mf"], out["atypical"]
+
+    s = int(patch_size_px)
+    x = torch.rand(2, 3, s, s)
+    args: tuple[Any, ...] = (x, torch.zeros(2, 1, s, s)) if uses_mask else (x,)
+    names = ["x", "m"] if uses_mask else ["x"]
+    buf = io.BytesIO()
+    wrapped = Heads(net).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped,
+            args,
+            buf,
+            input_names=names,
+            output_names=["mf", "atypical"],
+            dynamic_axes={k: {0: "batch"} for k in names},
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def onnx_available() -> bool:
+    """ONNX export and ONNX Runtime are importable (both are core dependencies)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
 def load_classifier(
-    path: str | Path | None = None, *, device: str = "auto", cpu_bf16: bool | None = None
+    path: str | Path | None = None,
+    *,
+    device: str = "auto",
+    cpu_bf16: bool | None = None,
+    backend: str = "auto",
 ) -> Classifier:
     """Load a classifier checkpoint (``None`` -> the bundled default model).
+
+    ``backend``: ``"auto"`` runs CPU inference in ONNX Runtime (the members are exported when
+    loaded, ~1 s each; ~4x faster than eager torch on the bundled model) unless bfloat16
+    autocast is on or ``MITOSCOPE_BACKEND=torch`` is set; ``"torch"`` or ``"onnx"`` force one.
+    The torch members stay loaded either way (Grad-CAM, CUDA).
 
     Raises
     ------
@@ -319,7 +411,26 @@ def load_classifier(
     if cpu_bf16 is None:
         cpu_bf16 = arch == "omgnet_resnet18" and cpu_has_native_bf16()
     card = dict(blob.get("card") or {})
+    uses_mask = bool(kwargs.get("use_mask", True))
+    want = (backend or "auto").strip().lower()
+    if want == "auto":
+        want = os.environ.get("MITOSCOPE_BACKEND", "auto").strip().lower() or "auto"
+    if want not in ("auto", "torch", "onnx"):
+        raise InvalidInputError(f"unknown classifier backend {backend!r}; use auto, torch or onnx")
+    use_onnx = dev.type == "cpu" and (
+        want == "onnx" or (want == "auto" and not cpu_bf16 and onnx_available())
+    )
+    graphs = []
+    if use_onnx:
+        patch = int(blob["patch_size_px"])
+        graphs = [
+            export_onnx(net, patch_size_px=patch, uses_mask=uses_mask)
+            for net in (m.to(memory_format=torch.contiguous_format) for m in models)
+        ]
+        models = [m.to(memory_format=torch.channels_last) for m in models]
     return Classifier(
+        backend="onnx" if use_onnx else "torch",
+        _onnx=graphs,
         name=str(blob.get("name", p.stem)),
         arch=arch,
         models=models,

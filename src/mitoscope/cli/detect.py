@@ -74,6 +74,21 @@ def detect(
         "--resume/--no-resume",
         help="With several inputs or --executor ray: skip inputs whose outputs are complete.",
     ),
+    cascade: bool = typer.Option(
+        None,
+        "--cascade/--no-cascade",
+        help="Screen candidates with the tiny cascade model before the classifier (default: on "
+        "with the bundled model, off with --model).",
+    ),
+    screen_model: Path = typer.Option(
+        None, "--screen-model", help="Cascade screen checkpoint (default: the bundled one)."
+    ),
+    propose_mpp: float = typer.Option(
+        None,
+        "--propose-mpp",
+        help="Pixel size (um/px) candidates are proposed at (default: the screen's 0.5 with the "
+        "cascade, else the classifier's).",
+    ),
     tile_um: float = typer.Option(256.0, "--tile-um", help="Tile size in um."),
     overlap_um: float = typer.Option(32.0, "--overlap-um", help="Tile overlap in um."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
@@ -110,6 +125,9 @@ def detect(
         batch_size=batch_size,
         workers=workers,
         report=not no_report,
+        cascade=(model is None or screen_model is not None) if cascade is None else cascade,
+        propose_mpp=propose_mpp,
+        screen_model=None if screen_model is None else str(screen_model),
     )
     out_dir = check_out_dir(out)
     dev = _check_device(device)
@@ -123,6 +141,10 @@ def detect(
         # the SAM model is large and GPU-bound: propose in the main process
         config = replace(config, workers=1)
     classifier = _load_classifier(model, dev)
+    if config.cascade:
+        from ..classify.screen import load_screen
+
+        load_screen(config.screen_model)  # a missing or corrupt screen fails here, exit 2
     if len(paths) > 1 or executor.strip().lower() != "local" or address:
         # cohorts: slides in parallel (local processes or Ray), resumable, cohort_summary.csv
         from ..cohort.cli import detect_cohort

@@ -1,0 +1,288 @@
+"""Cascade stage 1: a tiny screening CNN that discards the obvious non-mitoses cheaply.
+
+The full classifier (an EfficientNet-Lite0 ensemble at 0.25 um/px) costs a few milliseconds per
+candidate on a CPU, and a slide has ~10,000 nucleus-sized candidates per mm². The screen sees the
+same candidates at half the resolution (0.5 um/px, 32 x 32 px = 16 um, RGB + the candidate's
+mask), costs a small fraction of that, and keeps a candidate when its score is at or above a
+threshold chosen on *validation slides* for a target recall of mitotic figures (default 0.995,
+i.e. at most 0.5% of the figures lost there). Only the kept candidates reach the full classifier.
+
+The screen is trained by :func:`train_screen` on the same slide split as the bundled classifier
+(its validation slides are never trained on) and stored as a small checkpoint
+(``mitoscope_screen.pt``, ~100 kB) that ships with the package. ``benchmarks/cascade_recall.py``
+measures its recall loss and the share of candidates it discards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, ModelLoadError
+
+FORMAT = "mitoscope-screen"
+VERSION = 1
+
+
+def default_screen_path() -> Path:
+    """The bundled screening model (inside the installed package)."""
+    return Path(__file__).resolve().parents[1] / "data" / "mitoscope_screen.pt"
+
+
+def build_screen_net(width: int = 8) -> Any:
+    """The screening CNN: 4 inputs (RGB + mask), ~11k parameters, ~1.5 MFLOP at 32 x 32 px."""
+    from torch import nn
+
+    w = int(width)
+    return nn.Sequential(
+        nn.Conv2d(4, w, 3, stride=2, padding=1, bias=False),  # 16 x 16
+        nn.BatchNorm2d(w),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * w),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),  # 8 x 8
+        nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4 * w),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),  # 4 x 4
+        nn.Conv2d(4 * w, 4 * w, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4 * w),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, 1),
+    )
+
+
+def _to_tensor(patches: np.ndarray, masks: np.ndarray | None, size: int) -> Any:
+    import torch
+
+    from .patches import centre_crop
+
+    arr = centre_crop(np.asarray(patches), size)
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+    if masks is None:
+        m = torch.zeros((len(arr), 1, size, size))
+    else:
+        mk = centre_crop(np.asarray(masks), size)
+        m = torch.from_numpy(np.ascontiguousarray(mk))[:, None].float()
+    return torch.cat([x, m], 1).contiguous(memory_format=torch.channels_last)
+
+
+@dataclass
+class Screen:
+    """A trained screening model with its validated keep-threshold.
+
+    Attributes
+    ----------
+    net : torch.nn.Module
+    input_mpp : float
+        Pixel size of its patches (um/px).
+    patch_size_px : int
+    threshold : float
+        Candidates scoring at or above this are kept.
+    card : dict
+        What it was trained on and what it measured (recall and discard share on validation).
+    """
+
+    net: Any
+    input_mpp: float
+    patch_size_px: int
+    threshold: float
+    width: int = 8
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def scores(self, patches: np.ndarray, masks: np.ndarray | None, *, batch_size: int = 1024):
+        """Screening probability per patch (``(N, H, W, 3)`` uint8 at :attr:`input_mpp`)."""
+        import torch
+
+        n = len(patches)
+        out = np.empty(n, dtype=np.float64)
+        if n == 0:
+            return out
+        self.net.eval()
+        with torch.inference_mode():
+            for s in range(0, n, int(batch_size)):
+                e = min(n, s + int(batch_size))
+                mk = None if masks is None else masks[s:e]
+                x = _to_tensor(patches[s:e], mk, self.patch_size_px)
+                out[s:e] = torch.sigmoid(self.net(x)[:, 0]).numpy()
+        return out
+
+    def keep(self, patches: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        """Boolean mask of the patches that go on to the full classifier."""
+        return self.scores(patches, masks) >= self.threshold
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint atomically."""
+        import torch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {
+            "format": FORMAT,
+            "version": VERSION,
+            "width": int(self.width),
+            "input_mpp": float(self.input_mpp),
+            "patch_size_px": int(self.patch_size_px),
+            "threshold": float(self.threshold),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "card": self.card,
+        }
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+        return path
+
+
+def load_screen(path: str | Path | None = None) -> Screen:
+    """Load a screening checkpoint (``None`` -> the bundled one).
+
+    Raises
+    ------
+    ModelLoadError
+        Missing, corrupt, not a screening model, or weights that do not fit the network.
+    """
+    import torch
+
+    p = default_screen_path() if path is None else Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"screening model not found: {p}")
+    try:
+        blob = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read screening model {p} ({exc.__class__.__name__}); it is corrupt"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelLoadError(f"{p} is not a mitoscope screening model")
+    if int(blob.get("version", 0)) > VERSION:
+        raise ModelLoadError(f"{p} needs a newer mitoscope (version {blob['version']})")
+    width = int(blob.get("width", 8))
+    net = build_screen_net(width)
+    try:
+        net.load_state_dict(blob["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as exc:
+        raise ModelLoadError(
+            f"{p}: weights do not fit the screening network ({exc!s:.120})"
+        ) from None
+    net.eval()
+    return Screen(
+        net=net,
+        input_mpp=float(blob["input_mpp"]),
+        patch_size_px=int(blob["patch_size_px"]),
+        threshold=float(blob["threshold"]),
+        width=width,
+        card=dict(blob.get("card") or {}),
+    )
+
+
+def recall_threshold(scores_pos: np.ndarray, target_recall: float) -> float:
+    """The largest threshold keeping at least ``target_recall`` of the positives.
+
+    >>> recall_threshold(np.array([0.1, 0.5, 0.9, 0.95]), 0.75)
+    0.5
+    """
+    s = np.sort(np.asarray(scores_pos, dtype=np.float64))
+    if len(s) == 0:
+        raise InvalidInputError("no positives to choose a screening threshold on")
+    k = int(np.floor((1.0 - float(target_recall)) * len(s) + 1e-9))
+    return float(s[min(k, len(s) - 1)])
+
+
+def _augment(x: Any, rng: np.random.Generator) -> Any:
+    """Flips, 90-degree rotations and a brightness / per-channel shift of the RGB channels."""
+    import torch
+
+    if rng.random() < 0.5:
+        x = x.flip(3)
+    x = torch.rot90(x, int(rng.integers(4)), (2, 3)).clone()
+    n = x.shape[0]
+    g = torch.from_numpy(rng.normal(1.0, 0.1, (n, 1, 1, 1)).astype(np.float32))
+    b = torch.from_numpy(rng.normal(0.0, 0.04, (n, 3, 1, 1)).astype(np.float32))
+    x[:, :3] = (x[:, :3] * g + b).clamp_(0.0, 1.0)
+    return x
+
+
+def train_screen(
+    train: Any,
+    val: Any,
+    *,
+    size_px: int = 32,
+    steps: int = 1500,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    width: int = 8,
+    target_recall: float = 0.995,
+    seed: int = 0,
+    jitter_px: int = 2,
+    progress: bool = False,
+) -> tuple[Screen, dict[str, Any]]:
+    """Train a screen on ``train`` and choose its threshold on ``val`` (both SampleSets).
+
+    Batches are half mitotic figures, half non-figures (proposer objects and imposters), shifted
+    by up to ``jitter_px`` and flipped / rotated. The threshold keeps ``target_recall`` of the
+    validation positives; the returned metrics give that recall and the share of validation
+    non-figures discarded. (:mod:`mitoscope.train.screen_train` then re-chooses the threshold
+    per *figure*: a figure is kept when any candidate on it passes.)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .patches import centre_crop
+
+    mpp = float(train.meta.get("mpp", 0.5))
+    torch.manual_seed(int(seed))
+    rng = np.random.default_rng(int(seed))
+    big = min(train.patches.shape[1], int(size_px) + 2 * int(jitter_px))
+    x_all = _to_tensor(train.patches, train.masks, big)
+    slack = big - int(size_px)
+    y_all = torch.from_numpy(train.is_mf.astype(np.float32))
+    pos = np.flatnonzero(train.is_mf == 1)
+    neg = np.flatnonzero(train.is_mf == 0)
+    if len(pos) == 0 or len(neg) == 0:
+        raise InvalidInputError("screen training needs both mitotic figures and other objects")
+    net = build_screen_net(width)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=int(steps))
+    t0 = time.time()
+    net.train()
+    half = int(batch_size) // 2
+    for k in range(int(steps)):
+        b = np.concatenate([rng.choice(pos, half), rng.choice(neg, half)])
+        ox, oy = (int(v) for v in rng.integers(0, slack + 1, 2))
+        xb = _augment(x_all[b][..., oy : oy + size_px, ox : ox + size_px], rng)
+        loss = F.binary_cross_entropy_with_logits(net(xb)[:, 0], y_all[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and (k + 1) % 100 == 0:
+            print(f"screen step {k + 1}/{steps} loss {loss.item():.4f}", flush=True)
+    seconds = time.time() - t0
+    screen = Screen(
+        net=net.eval(), input_mpp=mpp, patch_size_px=int(size_px), threshold=0.5, width=width
+    )
+    sv = screen.scores(centre_crop(val.patches, size_px), centre_crop(val.masks, size_px))
+    yv = val.is_mf == 1
+    thr = recall_threshold(sv[yv], target_recall)
+    screen.threshold = thr
+    metrics = {
+        "val_recall": float(np.mean(sv[yv] >= thr)),
+        "val_discarded": float(np.mean(sv[~yv] < thr)),
+        "val_mf": int(yv.sum()),
+        "val_other": int((~yv).sum()),
+        "target_recall": float(target_recall),
+        "threshold": thr,
+        "train_seconds": round(seconds, 1),
+        "steps": int(steps),
+        "seed": int(seed),
+    }
+    screen.card = {"metrics": metrics, "input_mpp": mpp, "patch_size_px": int(size_px)}
+    return screen, metrics
