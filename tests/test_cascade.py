@@ -18,7 +18,6 @@ from mitoscope.errors import InvalidInputError, ModelLoadError
 from mitoscope.pipeline import DetectConfig, detect_slide, process_tile
 from mitoscope.slide import ArraySlide
 from mitoscope.types import Region, Tile
-
 from test_pipeline import FixedClassifier, _nuclei_image
 
 
