@@ -142,6 +142,9 @@ class TileWork:
     candidates: Candidates
     n_proposed: int = 0
     n_screened_out: int = 0
+    #: work px per mask px of the proposal (masks upsampled from a coarser proposal are
+    #: blocky at this scale; contours are simplified accordingly)
+    mask_scale: float = 1.0
 
 
 @dataclass
@@ -185,7 +188,14 @@ def process_tile(
         cands = cands.filter(keep)
     if (fx, fy) != (1.0, 1.0) and len(cands):
         cands = _upscale_candidates(cands, fx, fy, image.shape[:2])
-    return TileWork(tile=tile, image=image, candidates=cands, n_proposed=n, n_screened_out=dropped)
+    return TileWork(
+        tile=tile,
+        image=image,
+        candidates=cands,
+        n_proposed=n,
+        n_screened_out=dropped,
+        mask_scale=max(fx, fy),
+    )
 
 
 def propose_tile(
@@ -442,7 +452,9 @@ def tile_detections(
             continue
         m = None if c.masks is None else c.masks[k]
         contours.append(
-            mask_contour(m, c.bbox[k], scale=scale, x0=x0, y0=y0, tolerance_px=tolerance_px)
+            mask_contour(
+                m, c.bbox[k], scale=scale, x0=x0, y0=y0, tolerance_px=tolerance_px * work.mask_scale
+            )
         )
     return Detections(
         x_px=(c.x_px + 0.5) * scale - 0.5 + x0,

@@ -315,7 +315,7 @@ def _geometry(contour: Any, x: float, y: float) -> dict[str, Any]:
         ring = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
         ring = ring[np.isfinite(ring).all(axis=1)]
         if len(ring) >= 3:
-            pts = [[round(float(a), 2), round(float(b), 2)] for a, b in ring]
+            pts = np.round(ring, 2).tolist()
             if pts[0] != pts[-1]:
                 pts.append(list(pts[0]))
             if len(pts) >= 4:
