@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Train the bundled default classifier on ../shared/data/amibr-train (CPU, 2 cores) and
-# regenerate its model card. Run from anywhere:  scripts/train_default_model.sh
+# Train the bundled default classifier and the bundled cascade screen on
+# ../shared/data/amibr-train (CPU, 2 cores) and regenerate the model card.
+# Run from anywhere:  scripts/train_default_model.sh [extra mitoscope train options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 .venv/bin/mitoscope train --config configs/default_model.toml "$@"
+.venv/bin/python -m mitoscope.train.screen_train --out src/mitoscope/data/mitoscope_screen.pt
 .venv/bin/python -m mitoscope.train.card src/mitoscope/data/mitoscope_default_classifier.pt > docs/model_card.md

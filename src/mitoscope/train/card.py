@@ -11,7 +11,12 @@ from typing import Any
 
 
 def render_model_card(
-    card: dict[str, Any], *, threshold: float, atypical_threshold: float, path: str = ""
+    card: dict[str, Any],
+    *,
+    threshold: float,
+    atypical_threshold: float,
+    path: str = "",
+    screen_card: dict[str, Any] | None = None,
 ) -> str:
     """Markdown model card from the ``card`` dict written by :func:`mitoscope.train.train`."""
     m = card.get("validation_metrics", {})
@@ -77,12 +82,44 @@ def render_model_card(
         "Reproduce with `scripts/train_default_model.sh` (= `mitoscope train --config "
         "configs/default_model.toml`).",
         "",
-        "## Intended use and limits",
+        "## Intended use and known limits",
         "- Research use: scoring candidate nuclei in H&E breast-cancer images at ~0.25 um/px. "
-        "Trained on human breast cancer only (MIDOG21 + TUPAC16 scanners); other tumours, "
-        "species and scanners are out of domain.",
+        "Trained on human breast cancer only (MIDOG21 Hamamatsu/Aperio scanners, TUPAC16) at "
+        "0.23-0.25 um/px; other tumours, species, stains, scanners and lower resolutions are out "
+        "of domain.",
+        "- Measured out of domain: on the bundled sample slide (`cmu_small_region.svs`, skin, "
+        "0.499 um/px, read 2x up-sampled) `mitoscope detect --sample` reports hundreds of "
+        "mitoses in 0.61 mm² of tissue — not credible; most are false positives on dense, dark "
+        "epidermal nuclei. Reinhard normalisation to the training crops lowers the share of "
+        "candidates above threshold but does not remove the gap. Use the model on breast-cancer "
+        "slides scanned at 40x, or fine-tune it with `mitoscope train` on labelled data of your "
+        "domain.",
         "- Trained on a CPU with a very small budget; not a diagnostic device.",
+        "- Re-measure the saved (float16) checkpoint with "
+        "`.venv/bin/python benchmarks/classifier_validation.py`; cross-validation on unseen "
+        "slides and the architecture / ablation comparison are in docs/benchmarks.md.",
     ]
+    if screen_card:
+        sm = screen_card.get("metrics", {})
+        hs = sm.get("half_split", [])
+        lines += [
+            "",
+            "## Detection cascade: the bundled screen (`mitoscope_screen.pt`)",
+            f"- a {sm.get('steps')}-step tiny CNN on {screen_card.get('patch_size_px')} px patches "
+            f"(RGB + candidate mask) at {screen_card.get('input_mpp')} um/px, in front of this "
+            "classifier during `mitoscope detect` (`--no-cascade` turns it off)",
+            f"- data: {screen_card.get('data', '')}; positives: {screen_card.get('positives', '')}",
+            f"- keep-threshold {f(sm.get('threshold'))}, chosen per figure on the validation "
+            f"slides for recall {sm.get('target_recall')}: recall {f(sm.get('val_recall'))} of "
+            f"{sm.get('val_figures_proposed')} proposer-found figures, "
+            f"{f(sm.get('val_discarded'))} of {sm.get('val_other')} other objects discarded",
+            "- out-of-sample estimate (threshold from one half of the validation slides, "
+            "measured on the other): recall "
+            + " / ".join(f(h.get("recall")) for h in hs)
+            + ", discarded "
+            + " / ".join(f(h.get("discarded")) for h in hs),
+            f"- reproduce: `{screen_card.get('command', '')}`",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -91,11 +128,18 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     path = args[0] if args else None
-    clf = load_classifier(path, device="cpu")
+    from ..classify.screen import default_screen_path, load_screen
+
+    clf = load_classifier(path, device="cpu", backend="torch")
     shown = str(Path(path)) if path else ""
+    screen = load_screen().card if default_screen_path().is_file() else None
     sys.stdout.write(
         render_model_card(
-            clf.card, threshold=clf.threshold, atypical_threshold=clf.atypical_threshold, path=shown
+            clf.card,
+            threshold=clf.threshold,
+            atypical_threshold=clf.atypical_threshold,
+            path=shown,
+            screen_card=screen,
         )
     )
     return 0
