@@ -203,3 +203,18 @@ def test_propose_mpp_must_match_the_screen() -> None:
         )
     with pytest.raises(InvalidInputError, match="propose-mpp"):
         DetectConfig(propose_mpp=0.0)
+
+
+def test_model_card_renders_limits_and_the_screen() -> None:
+    from mitoscope.classify import load_classifier
+    from mitoscope.train.card import render_model_card
+
+    clf = load_classifier(backend="torch", device="cpu")
+    md = render_model_card(
+        clf.card,
+        threshold=clf.threshold,
+        atypical_threshold=clf.atypical_threshold,
+        screen_card=load_screen().card,
+    )
+    assert "## Intended use and known limits" in md
+    assert "## Detection cascade" in md and "out-of-sample estimate" in md

@@ -184,3 +184,23 @@ def test_centre_stays_on_the_mask_not_beyond_the_slide() -> None:
     h = hotspot(pts[:, 0], pts[:, 1], mpp=1.0, tissue=tissue)
     assert 0 <= h.center_px[0] < 2000 and 0 <= h.center_px[1] < 2000
     assert h.count == 2  # the two edge points (1400 px apart, r = 798 px); the third is too far
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_grid_pruning_gives_the_exact_answer(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many points (grid branch-and-bound on) == the plain pivot sweep (grid off)."""
+    import mitoscope.count as count_mod
+
+    rng = np.random.default_rng(seed)
+    uniform = rng.random((1800, 2)) * 20000
+    cluster = rng.normal((6000, 9000), 900, (500, 2))
+    pts = np.concatenate([uniform, cluster])
+    mask = np.zeros((50, 50), bool)
+    mask[5:45, 5:30] = True  # the centre must lie on this tissue
+    tissue = TissueMask(mask=mask, downsample=400.0, mpp=100.0)
+    for t in (None, tissue):
+        fast = hotspot(pts[:, 0], pts[:, 1], mpp=0.25, tissue=t)
+        monkeypatch.setattr(count_mod, "_GRID_MIN_POINTS", 10**9)
+        slow = hotspot(pts[:, 0], pts[:, 1], mpp=0.25, tissue=t)
+        monkeypatch.undo()
+        assert fast.count == slow.count > 0

@@ -104,10 +104,16 @@ def hotspot(
     best, centre = (
         (int(own[ok].max()), pts[ok][int(np.argmax(own[ok]))]) if ok.any() else (-1, None)
     )
-    # circles with two points on the boundary: angular sweep around each pivot point
+    # circles with two points on the boundary: angular sweep around each pivot point. Many
+    # points: first bound the count over a grid of cells (refined where it could beat the best
+    # field found so far); only points near cells that could hold a better field are pivots.
     degree = _count(tree, pts, 2.0 * r)
-    for i in np.argsort(-degree, kind="stable"):
-        if degree[i] <= max(best, 1):
+    bound = degree
+    if len(pts) > _GRID_MIN_POINTS:
+        best, centre, bound = _grid_prune(tree, pts, r, allowed, best, centre)
+        bound = np.minimum(bound, degree)
+    for i in np.argsort(-bound, kind="stable"):
+        if bound[i] <= max(best, 1):
             break  # no circle through this pivot (or any later one) can hold more
         cnt, cen = _pivot_sweep(tree, pts, int(i), r)
         if not len(cnt):
@@ -139,6 +145,68 @@ def hotspot(
         fits,
         note,
     )
+
+
+_GRID_MIN_POINTS = 1500
+
+
+def _grid_prune(
+    tree: object, pts: np.ndarray, r: float, allowed: object, best: int, centre: object
+) -> tuple[int, object, np.ndarray]:
+    """Branch and bound over square cells: a bound on the fields through each point.
+
+    A circle centred anywhere in a cell of half-diagonal ``h`` around ``c`` holds at most the
+    points within ``r + h`` of ``c`` (the bound ``U``); the circle centred at ``c`` holds the
+    points within ``r`` (a real field when ``c`` is allowed: a new ``best``). Cells with
+    ``U <= best`` can hold no better field and are dropped; the others are split in four,
+    down to ``r / 128``. A better field's boundary points lie at distance ``r`` from its
+    centre, so within ``r +- h`` of a kept cell's centre; each point's bound is the largest
+    ``U`` of such cells (0: no circle through it can beat ``best``).
+    """
+    lo = pts.min(axis=0) - r
+    hi = pts.max(axis=0) + r
+    g = r / 2.0
+    nx = max(1, int(np.ceil((hi[0] - lo[0]) / g)))
+    ny = max(1, int(np.ceil((hi[1] - lo[1]) / g)))
+    gx = lo[0] + (np.arange(nx) + 0.5) * g
+    gy = lo[1] + (np.arange(ny) + 0.5) * g
+    cells = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    while True:
+        h = g * np.sqrt(0.5)
+        upper = _count(tree, cells, r + h)
+        cells, upper = cells[upper > best], upper[upper > best]
+        if len(cells):
+            here = _count(tree, cells, r)
+            ok = np.ones(len(cells), bool) if allowed is None else allowed(cells[:, 0], cells[:, 1])  # type: ignore[operator]
+            if ok.any():
+                j = int(np.argmax(np.where(ok, here, -1)))
+                if here[j] > best:
+                    best, centre = int(here[j]), cells[j].copy()
+            keep = upper > best
+            cells = cells[keep]
+        if not len(cells) or g <= r / 128.0:
+            break
+        g /= 2.0
+        q = g / 2.0
+        offsets = np.array([[-q, -q], [q, -q], [-q, q], [q, q]])
+        cells = (cells[:, None, :] + offsets[None, :, :]).reshape(-1, 2)
+    bound = np.zeros(len(pts), np.int64)
+    if not len(cells):
+        return best, centre, bound
+    # a circle through pivot p has its centre at distance r from p, in a kept cell whose centre
+    # is within r +- h of p: the largest U of those cells bounds every circle through p
+    h = g * np.sqrt(0.5)
+    eps = _EPS_REL * max(r, 1.0) + 1e-7
+    upper = _count(tree, cells, r + h)
+    near = tree.query_ball_point(cells, r + h + eps)  # type: ignore[attr-defined]
+    lens = np.fromiter((len(v) for v in near), dtype=np.int64, count=len(near))
+    if lens.sum():
+        idx = np.concatenate([np.asarray(v, dtype=np.int64) for v in near if len(v)])
+        cell_of = np.repeat(np.arange(len(cells)), lens)
+        d = np.hypot(*(pts[idx] - cells[cell_of]).T)
+        ring = d >= r - h - eps
+        np.maximum.at(bound, idx[ring], upper[cell_of[ring]])
+    return best, centre, bound
 
 
 def _free(pts: np.ndarray, mpp: float, area_mm2: float, fits: bool, note: str) -> Hotspot:

@@ -96,11 +96,15 @@ class ClassicalProposer:
         if rgb.shape[0] < 2 or rgb.shape[1] < 2:
             return Candidates.empty(self.name)
         od3 = rgb_to_od(rgb)
-        h = np.maximum(od3 @ HED_FROM_RGB[:, 0].astype(np.float32), 0.0)
-        od = od3.mean(axis=-1)
+        # one BLAS pass for both: haematoxylin (deconvolution column) and the mean OD
+        w = np.stack([HED_FROM_RGB[:, 0], np.full(3, 1.0 / 3.0)], axis=1).astype(np.float32)
+        ho = od3 @ w
         del od3
+        h = np.maximum(ho[..., 0], 0.0)
+        od = np.ascontiguousarray(ho[..., 1])
+        del ho
         # near-black pixels (scanner borders, padding, ink) are not stain: no nucleus there
-        void = rgb.max(axis=-1) < cfg.void_max_rgb
+        void = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) < cfg.void_max_rgb
         if void.any():
             h[void] = 0.0
             od[void] = 0.0
