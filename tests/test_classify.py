@@ -222,3 +222,29 @@ def test_bundled_model_classifies_real_crops(tmp_path):
     for line in lines:
         cells = line.split(",")
         assert 0 <= float(cells[1]) <= 1 and 0 <= float(cells[3]) <= 1
+
+
+def test_onnx_runtime_backend_matches_torch(tmp_path, monkeypatch):
+    import pickle
+
+    from mitoscope.errors import InvalidInputError
+
+    path = _tiny_checkpoint(tmp_path / "tiny.pt")
+    ort_clf = load_classifier(path, device="cpu", backend="onnx")
+    torch_clf = load_classifier(path, device="cpu", backend="torch")
+    assert ort_clf.backend == "onnx" and torch_clf.backend == "torch"
+    rng = np.random.default_rng(1)
+    patches = rng.integers(0, 255, (37, 32, 32, 3), dtype=np.uint8)
+    masks = rng.random((37, 32, 32)) > 0.6
+    a = ort_clf.predict_patches(patches, masks, batch_size=16)
+    b = torch_clf.predict_patches(patches, masks, batch_size=16)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+    # a loaded classifier pickles (worker processes, Ray): sessions are rebuilt there
+    c = pickle.loads(pickle.dumps(ort_clf))
+    np.testing.assert_allclose(c.predict_patches(patches, masks)[0], a[0], atol=1e-7)
+    assert load_classifier(path, device="cpu").backend == "onnx"  # the CPU default
+    monkeypatch.setenv("MITOSCOPE_BACKEND", "torch")
+    assert load_classifier(path, device="cpu").backend == "torch"
+    with pytest.raises(InvalidInputError, match="backend"):
+        load_classifier(path, device="cpu", backend="tensorrt")
