@@ -218,3 +218,23 @@ def test_model_card_renders_limits_and_the_screen() -> None:
     )
     assert "## Intended use and known limits" in md
     assert "## Detection cascade" in md and "out-of-sample estimate" in md
+
+
+def test_classifying_in_worker_processes_equals_in_process(tmp_path: Path) -> None:
+    from conftest import synthetic_he, write_pyramid_tiff
+    from test_pipeline import make_tiny_classifier
+
+    clf = make_tiny_classifier(tmp_path / "tiny.pt")
+    assert clf.backend == "onnx"
+    path = write_pyramid_tiff(tmp_path / "syn.tif", synthetic_he(700, 900, seed=5))
+    kw = dict(tile_um=128, overlap_um=16, report=False, floor=0.0)
+    r1 = detect_slide(path, classifier=clf, config=DetectConfig(**kw), progress=False)
+    r2 = detect_slide(path, classifier=clf, config=DetectConfig(workers=2, **kw), progress=False)
+    assert not r1.extra["classified_in_workers"] and r2.extra["classified_in_workers"]
+    assert len(r1.detections) == len(r2.detections) > 0
+    i1 = np.lexsort((r1.detections.y_px, r1.detections.x_px))
+    i2 = np.lexsort((r2.detections.y_px, r2.detections.x_px))
+    np.testing.assert_allclose(r1.detections.x_px[i1], r2.detections.x_px[i2])
+    np.testing.assert_allclose(
+        r1.detections.mf_probability[i1], r2.detections.mf_probability[i2], atol=1e-6
+    )

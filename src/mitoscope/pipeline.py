@@ -145,6 +145,8 @@ class TileWork:
     #: work px per mask px of the proposal (masks upsampled from a coarser proposal are
     #: blocky at this scale; contours are simplified accordingly)
     mask_scale: float = 1.0
+    #: ``(mf, atypical)`` probabilities when the worker already classified the candidates
+    scores: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -165,13 +167,16 @@ def process_tile(
     work_mpp: float,
     propose_mpp: float | None = None,
     screen: Any = None,
+    classifier: Any = None,
 ) -> TileWork:
     """Read ``tile`` at ``work_mpp``, propose, screen; keep candidates centred in the core.
 
     With ``propose_mpp`` coarser than ``work_mpp`` the proposer (and the ``screen``, a
     :class:`~mitoscope.classify.screen.Screen` at that pixel size) see a downsampled copy of
-    the tile; the kept candidates are mapped back to work pixels (masks upsampled). A pure
-    top-level function (picklable arguments) so it can run in worker processes.
+    the tile; the kept candidates are mapped back to work pixels (masks upsampled). With a
+    ``classifier`` (worker processes) the candidates are scored here too and the tile image is
+    dropped, so only a few numbers per candidate travel back. A pure top-level function
+    (picklable arguments) so it can run in worker processes.
     """
     image, small, fx, fy, cands, n = propose_tile(
         reader, tile, proposer=proposer, work_mpp=work_mpp, propose_mpp=propose_mpp
@@ -188,7 +193,15 @@ def process_tile(
         cands = cands.filter(keep)
     if (fx, fy) != (1.0, 1.0) and len(cands):
         cands = _upscale_candidates(cands, fx, fy, image.shape[:2])
+    scores = None
+    if classifier is not None:
+        if len(cands):
+            scores = classifier.predict_candidates(image, cands)
+        else:
+            scores = (np.zeros(0), np.zeros(0))
+        image = np.zeros((0, 0, 3), np.uint8)
     return TileWork(
+        scores=scores,
         tile=tile,
         image=image,
         candidates=cands,
@@ -289,16 +302,19 @@ def _upscale_candidates(c: Candidates, fx: float, fy: float, shape: tuple[int, i
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(source: Any, mpp: float, proposer: Any, screen: Any = None) -> None:
+def _worker_init(
+    source: Any, mpp: float, proposer: Any, screen: Any = None, classifier: Any = None
+) -> None:
     from .slide import open_slide
 
-    if screen is not None:
+    if screen is not None or classifier is not None:
         import torch
 
         torch.set_num_threads(1)  # one process per core: torch must not spawn more threads
     _WORKER["reader"] = open_slide(source, mpp=mpp) if isinstance(source, (str, Path)) else source
     _WORKER["proposer"] = proposer
     _WORKER["screen"] = screen
+    _WORKER["classifier"] = classifier
 
 
 def _worker_tile(tile: Tile, work_mpp: float, propose_mpp: float | None) -> TileWork:
@@ -309,6 +325,7 @@ def _worker_tile(tile: Tile, work_mpp: float, propose_mpp: float | None) -> Tile
         work_mpp=work_mpp,
         propose_mpp=propose_mpp,
         screen=_WORKER["screen"],
+        classifier=_WORKER["classifier"],
     )
 
 
@@ -321,6 +338,7 @@ def _iter_tiles(
     workers: int,
     propose_mpp: float | None = None,
     screen: Any = None,
+    classifier: Any = None,
 ) -> Iterator[TileWork]:
     """Yield :class:`TileWork` in tile order; bounded prefetch so memory stays flat."""
     if workers <= 1 or len(tiles) <= 1:
@@ -345,7 +363,7 @@ def _iter_tiles(
         max_workers=workers,
         mp_context=ctx,
         initializer=_worker_init,
-        initargs=(source, reader.info.mpp, proposer, screen),
+        initargs=(source, reader.info.mpp, proposer, screen, classifier),
     ) as pool:
         pending: deque = deque()
         it = iter(tiles)
@@ -676,6 +694,16 @@ def detect_slide(
     return run.result
 
 
+def _classify_in_workers(classifier: Any, workers: int) -> bool:
+    """Score candidates in the tile workers: a CPU :class:`~mitoscope.classify.Classifier`
+    (picklable; ONNX Runtime sessions are rebuilt there with one thread each). Custom
+    classifiers and CUDA ones score in the main process."""
+    from .classify.classifier import Classifier
+
+    dev = getattr(classifier, "device", None)
+    return workers > 1 and isinstance(classifier, Classifier) and getattr(dev, "type", "") == "cpu"
+
+
 def _main_threads(workers: int) -> int:
     """Torch threads for the classifier while ``workers`` processes read and propose."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -759,6 +787,7 @@ def _detect_run(
     else:
         tiles = plan_tiles(info, tissue, tile_um=cfg.tile_um, overlap_um=cfg.overlap_um)
 
+    in_workers = _classify_in_workers(classifier, int(cfg.workers)) and len(tiles) > 1
     iterator: Any = _iter_tiles(
         reader,
         tiles,
@@ -767,6 +796,7 @@ def _detect_run(
         workers=int(cfg.workers),
         propose_mpp=propose_mpp,
         screen=screen,
+        classifier=classifier if in_workers else None,
     )
     bar = None
     if progress and tiles:
@@ -802,7 +832,10 @@ def _detect_run(
             n_screened_out += work.n_screened_out
             if len(work.candidates):
                 n_candidates += len(work.candidates)
-                emit(batcher.add(work))
+                if work.scores is not None:
+                    emit([(work, work.scores[0], work.scores[1])])
+                else:
+                    emit(batcher.add(work))
             if bar is not None:
                 bar.update(1)
             t_wait = time.perf_counter()
@@ -860,6 +893,7 @@ def _detect_run(
             "n_proposed": int(n_proposed),
             "n_screened_out": int(n_screened_out),
             "cascade": screen is not None,
+            "classified_in_workers": bool(in_workers),
             "propose_mpp": float(propose_mpp or work_mpp),
             "n_tiles": len(tiles),
             "floor": floor,
