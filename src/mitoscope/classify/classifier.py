@@ -97,9 +97,21 @@ class Classifier:
 
     # ------------------------------------------------------------------ prediction
     def __getstate__(self) -> dict[str, Any]:
+        import pickle
+
         state = dict(self.__dict__)
         state["_sessions"] = {}  # ONNX Runtime sessions do not pickle; rebuilt on first use
+        # plain bytes: multiprocessing's pickler would share every tensor through its own file
+        # descriptor (hundreds for an EfficientNet; the forkserver refuses more than 256)
+        state["models"] = pickle.dumps(self.models, protocol=pickle.HIGHEST_PROTOCOL)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import pickle
+
+        if isinstance(state.get("models"), bytes):
+            state = dict(state, models=pickle.loads(state["models"]))
+        self.__dict__.update(state)
 
     def _ort_sessions(self) -> list[Any]:
         """One ONNX Runtime session per member, for the current torch thread count."""
