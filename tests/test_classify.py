@@ -248,3 +248,30 @@ def test_onnx_runtime_backend_matches_torch(tmp_path, monkeypatch):
     assert load_classifier(path, device="cpu").backend == "torch"
     with pytest.raises(InvalidInputError, match="backend"):
         load_classifier(path, device="cpu", backend="tensorrt")
+
+
+def test_atypical_test_time_augmentation(tmp_path):
+    path = _tiny_checkpoint(tmp_path / "tta.pt", atypical_views=8)
+    clf = load_classifier(path, device="cpu")
+    assert clf.atypical_views == 8
+    rng = np.random.default_rng(3)
+    patches = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    masks = rng.random((6, 32, 32)) > 0.5
+    mf, at = clf.predict_patches(patches, masks)
+    clf.atypical_views = 1
+    views = []
+    for k in range(4):
+        for flip in (False, True):
+            p, m = np.rot90(patches, k, axes=(1, 2)), np.rot90(masks, k, axes=(1, 2))
+            if flip:
+                p, m = p[:, :, ::-1], m[:, :, ::-1]
+            views.append(clf.predict_patches(np.ascontiguousarray(p), np.ascontiguousarray(m)))
+    np.testing.assert_allclose(mf, views[0][0], atol=1e-7)  # the MF probability: one view
+    np.testing.assert_allclose(at, np.mean([v[1] for v in views], axis=0), atol=1e-6)
+    # only patches at or above atypical_min_mf get the extra views (detection: the mitoses)
+    clf.atypical_views = 8
+    cut = float(np.median(mf))
+    _, at2 = clf.predict_patches(patches, masks, atypical_min_mf=cut)
+    hi = mf >= cut
+    np.testing.assert_allclose(at2[hi], at[hi], atol=1e-7)
+    np.testing.assert_allclose(at2[~hi], views[0][1][~hi], atol=1e-7)

@@ -95,6 +95,7 @@ def test_fast_dev_run_training_writes_a_loadable_checkpoint(tmp_path):
         progress=False,
         data_dir=str(tmp_path),
         val_fraction=0.25,
+        atypical_tta=2,
     )
     res = train(cfg, samples=synthetic_samples())
     assert res.path is not None and res.path.is_file()
@@ -102,6 +103,7 @@ def test_fast_dev_run_training_writes_a_loadable_checkpoint(tmp_path):
         assert key in res.metrics
     clf = load_classifier(res.path, device="cpu")
     assert len(clf.models) == 2 and clf.models[0].subtype_head is not None
+    assert clf.atypical_views == 2  # its atypical threshold was chosen with 2 views
     assert clf.card["split"]["by"] == "slide"
     val = set(clf.card["split"]["val_slides"])
     assert val and len(val) == 2

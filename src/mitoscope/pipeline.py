@@ -168,6 +168,7 @@ def process_tile(
     propose_mpp: float | None = None,
     screen: Any = None,
     classifier: Any = None,
+    mf_threshold: float = 0.5,
 ) -> TileWork:
     """Read ``tile`` at ``work_mpp``, propose, screen; keep candidates centred in the core.
 
@@ -196,7 +197,9 @@ def process_tile(
     scores = None
     if classifier is not None:
         if len(cands):
-            scores = classifier.predict_candidates(image, cands)
+            scores = classifier.predict_candidates(
+                image, cands, **_tta_kwargs(classifier, mf_threshold)
+            )
         else:
             scores = (np.zeros(0), np.zeros(0))
         image = np.zeros((0, 0, 3), np.uint8)
@@ -317,7 +320,9 @@ def _worker_init(
     _WORKER["classifier"] = classifier
 
 
-def _worker_tile(tile: Tile, work_mpp: float, propose_mpp: float | None) -> TileWork:
+def _worker_tile(
+    tile: Tile, work_mpp: float, propose_mpp: float | None, mf_threshold: float = 0.5
+) -> TileWork:
     return process_tile(
         _WORKER["reader"],
         tile,
@@ -326,6 +331,7 @@ def _worker_tile(tile: Tile, work_mpp: float, propose_mpp: float | None) -> Tile
         propose_mpp=propose_mpp,
         screen=_WORKER["screen"],
         classifier=_WORKER["classifier"],
+        mf_threshold=mf_threshold,
     )
 
 
@@ -339,6 +345,7 @@ def _iter_tiles(
     propose_mpp: float | None = None,
     screen: Any = None,
     classifier: Any = None,
+    mf_threshold: float = 0.5,
 ) -> Iterator[TileWork]:
     """Yield :class:`TileWork` in tile order; bounded prefetch so memory stays flat."""
     if workers <= 1 or len(tiles) <= 1:
@@ -368,18 +375,25 @@ def _iter_tiles(
         pending: deque = deque()
         it = iter(tiles)
         for tile in it:
-            pending.append(pool.submit(_worker_tile, tile, work_mpp, propose_mpp))
+            pending.append(pool.submit(_worker_tile, tile, work_mpp, propose_mpp, mf_threshold))
             if len(pending) >= 2 * workers:
                 break
         while pending:
             work = pending.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(_worker_tile, nxt, work_mpp, propose_mpp))
+                pending.append(pool.submit(_worker_tile, nxt, work_mpp, propose_mpp, mf_threshold))
             yield work
 
 
 # ------------------------------------------------------------------------------ classification
+def _tta_kwargs(classifier: Any, threshold: float) -> dict[str, Any]:
+    """Atypical test-time augmentation only for mitoses (classifiers that have it)."""
+    if int(getattr(classifier, "atypical_views", 1) or 1) > 1:
+        return {"atypical_min_mf": float(threshold)}
+    return {}
+
+
 class _Batcher:
     """Classify candidates in batches that span tiles.
 
@@ -390,9 +404,10 @@ class _Batcher:
     tile, in tile order.
     """
 
-    def __init__(self, classifier: Any, *, batch_size: int) -> None:
+    def __init__(self, classifier: Any, *, batch_size: int, threshold: float = 0.5) -> None:
         self.classifier = classifier
         self.batch_size = max(1, int(batch_size))
+        self.kw = _tta_kwargs(classifier, threshold)
         self.by_patches = hasattr(classifier, "predict_patches") and hasattr(
             classifier, "patch_size_px"
         )
@@ -402,7 +417,9 @@ class _Batcher:
     def add(self, work: TileWork) -> list[tuple[TileWork, np.ndarray, np.ndarray]]:
         c = work.candidates
         if not self.by_patches:
-            mf, atyp = self.classifier.predict_candidates(work.image, c, batch_size=self.batch_size)
+            mf, atyp = self.classifier.predict_candidates(
+                work.image, c, batch_size=self.batch_size, **self.kw
+            )
             return [(work, mf, atyp)]
         from .classify.patches import extract_patches
 
@@ -427,7 +444,9 @@ class _Batcher:
         masks = None
         if all(m is not None for _, _, m in items):
             masks = np.concatenate([m for _, _, m in items])  # type: ignore[misc]
-        mf, atyp = self.classifier.predict_patches(patches, masks, batch_size=self.batch_size)
+        mf, atyp = self.classifier.predict_patches(
+            patches, masks, batch_size=self.batch_size, **self.kw
+        )
         out, start = [], 0
         for work, p, _ in items:
             end = start + len(p)
@@ -710,27 +729,14 @@ def _main_threads(workers: int) -> int:
     return max(1, int(cores or 1) - int(workers))
 
 
-def _detect(
-    reader: SlideReader,
-    *,
-    proposer: Any,
-    classifier: Any,
-    cfg: DetectConfig,
-    progress: bool,
-    screen: Any = None,
-) -> _Run:
+def _detect(reader: SlideReader, **kw: Any) -> _Run:
+    """:func:`_detect_run`, with this process's torch threads limited while workers run."""
+    workers = int(kw["cfg"].workers)
     restore: Any = contextlib.nullcontext()
-    if int(cfg.workers) > 1 and "torch" in sys.modules:
-        restore = _torch_threads(_main_threads(int(cfg.workers)))
+    if workers > 1 and "torch" in sys.modules:
+        restore = _torch_threads(_main_threads(workers))
     with restore:
-        return _detect_run(
-            reader,
-            proposer=proposer,
-            classifier=classifier,
-            cfg=cfg,
-            progress=progress,
-            screen=screen,
-        )
+        return _detect_run(reader, **kw)
 
 
 @contextlib.contextmanager
@@ -797,6 +803,7 @@ def _detect_run(
         propose_mpp=propose_mpp,
         screen=screen,
         classifier=classifier if in_workers else None,
+        mf_threshold=threshold,
     )
     bar = None
     if progress and tiles:
@@ -806,7 +813,7 @@ def _detect_run(
     parts: list[Detections] = []
     n_proposed = n_candidates = n_screened_out = 0
     timing = {"tissue_s": time.perf_counter() - t0, "propose_s": 0.0, "classify_s": 0.0}
-    batcher = _Batcher(classifier, batch_size=int(cfg.batch_size))
+    batcher = _Batcher(classifier, batch_size=int(cfg.batch_size), threshold=threshold)
 
     def emit(items: list[tuple[TileWork, np.ndarray, np.ndarray]]) -> None:
         for work, mf, atyp in items:

@@ -88,6 +88,9 @@ class Classifier:
     cpu_bf16: bool = False
     #: "onnx" (ONNX Runtime on the CPU, the members exported at load time) or "torch"
     backend: str = "torch"
+    #: dihedral views averaged for the atypical probability (1: none; 8: all flips/rotations);
+    #: the atypical threshold in the checkpoint was chosen with this many views
+    atypical_views: int = 1
     _sessions: dict[int, list[Any]] = field(default_factory=dict, repr=False)
     _onnx: list[bytes] = field(default_factory=list, repr=False)
 
@@ -161,6 +164,7 @@ class Classifier:
         masks: np.ndarray | None = None,
         *,
         batch_size: int = 256,
+        atypical_min_mf: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Ensemble probabilities for patches at :attr:`input_mpp`.
 
@@ -172,6 +176,10 @@ class Classifier:
             The candidates' binary masks (needed for good results when :attr:`uses_mask`;
             absent masks are treated as empty).
         batch_size : int
+        atypical_min_mf : float, optional
+            With :attr:`atypical_views` > 1, average the atypical probability over the extra
+            views only for patches whose MF probability is at least this (detection passes its
+            threshold: only mitoses need it); default: every patch.
 
         Returns
         -------
@@ -213,10 +221,46 @@ class Classifier:
             mf_all[s:e], at_all[s:e] = self._forward(x, m)
         if not self.has_atypical:
             at_all[:] = np.nan
+        elif int(self.atypical_views) > 1:
+            sel = (
+                np.arange(n)
+                if atypical_min_mf is None
+                else np.flatnonzero(mf_all >= atypical_min_mf)
+            )
+            if len(sel):
+                at_all[sel] = self._atypical_tta(
+                    arr[sel], None if mk is None else mk[sel], batch_size
+                )
         return mf_all, at_all
 
+    def _atypical_tta(self, arr: np.ndarray, mk: np.ndarray | None, batch_size: int) -> np.ndarray:
+        """Atypical probability averaged over the first :attr:`atypical_views` dihedral views."""
+        views = _dihedral_views(int(self.atypical_views))
+        total = np.zeros(len(arr))
+        saved, self.atypical_views = self.atypical_views, 1
+        try:
+            for k, flip in views:
+                a = np.rot90(arr, k, axes=(1, 2))
+                m = None if mk is None else np.rot90(mk, k, axes=(1, 2))
+                if flip:
+                    a = a[:, :, ::-1]
+                    m = None if m is None else m[:, :, ::-1]
+                total += self.predict_patches(
+                    np.ascontiguousarray(a),
+                    None if m is None else np.ascontiguousarray(m),
+                    batch_size=batch_size,
+                )[1]
+        finally:
+            self.atypical_views = saved
+        return total / len(views)
+
     def predict_candidates(
-        self, image: np.ndarray, candidates: Candidates, *, batch_size: int = 256
+        self,
+        image: np.ndarray,
+        candidates: Candidates,
+        *,
+        batch_size: int = 256,
+        atypical_min_mf: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score every candidate of an image at :attr:`input_mpp` (candidates in image px)."""
         from .patches import extract_patches
@@ -230,7 +274,9 @@ class Classifier:
             self.patch_size_px,
             candidates=candidates if self.uses_mask else None,
         )
-        return self.predict_patches(patches, masks, batch_size=batch_size)
+        return self.predict_patches(
+            patches, masks, batch_size=batch_size, atypical_min_mf=atypical_min_mf
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -250,6 +296,7 @@ class Classifier:
             has_atypical=self.has_atypical,
             card=self.card,
             name=self.name,
+            atypical_views=self.atypical_views,
         )
 
 
@@ -266,6 +313,7 @@ def save_checkpoint(
     has_atypical: bool = True,
     card: dict[str, Any] | None = None,
     name: str | None = None,
+    atypical_views: int = 1,
 ) -> Path:
     """Write a classifier checkpoint (atomic: temporary file, then rename)."""
     import torch
@@ -290,6 +338,7 @@ def save_checkpoint(
         "threshold": float(threshold),
         "atypical_threshold": float(atypical_threshold),
         "has_atypical": bool(has_atypical),
+        "atypical_views": int(atypical_views),
         "members": half,
         "card": card or {},
     }
@@ -297,6 +346,12 @@ def save_checkpoint(
     torch.save(blob, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _dihedral_views(n: int) -> list[tuple[int, bool]]:
+    """The first ``n`` of the 8 flips / rotations, identity first."""
+    allv = [(k, f) for f in (False, True) for k in range(4)]
+    return allv[: max(1, min(8, int(n)))]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -452,6 +507,7 @@ def load_classifier(
         has_atypical=bool(blob.get("has_atypical", True)),
         threshold=float(blob["threshold"]),
         atypical_threshold=float(blob["atypical_threshold"]),
+        atypical_views=int(blob.get("atypical_views", 1)),
         device=dev,
         card=card,
         cpu_bf16=bool(cpu_bf16),

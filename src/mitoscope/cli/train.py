@@ -34,6 +34,12 @@ def train_cmd(
     stain_sigma: float = typer.Option(None, "--stain-sigma", help="HED jitter sigma (0 = off)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where the patch cache is kept."),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    atypical_tta: int = typer.Option(
+        None,
+        "--atypical-tta",
+        help="Flips/rotations averaged for the atypical probability (1-8); the atypical "
+        "threshold is chosen with them.",
+    ),
     fast_dev_run: bool = typer.Option(
         False, "--fast-dev-run", help="One batch: check the pipeline."
     ),
@@ -57,6 +63,7 @@ def train_cmd(
         "stain_sigma": stain_sigma,
         "cache_dir": None if cache_dir is None else str(cache_dir),
         "threads": threads,
+        "atypical_tta": atypical_tta,
     }
     if seeds is not None:
         try:

@@ -62,13 +62,26 @@ def render_model_card(
         "",
         "## Thresholds (chosen on the validation slides only)",
         f"- MF: {threshold:.4f} (maximum F1); atypical: {atypical_threshold:.4f} "
-        "(maximum balanced accuracy)",
+        "(maximum balanced accuracy"
+        + (
+            f", on the atypical probability averaged over {card.get('atypical_tta')} "
+            "flips/rotations — test-time augmentation, applied to mitoses during detection)"
+            if int(card.get("atypical_tta", 1) or 1) > 1
+            else ")"
+        ),
         "",
         "## Validation metrics (slide-grouped held-out slides; same slides as the thresholds)",
         f"- MF vs non-MF: ROC AUC {f(m.get('mf_roc_auc'))}, F1 {f(m.get('mf_f1'))} "
         f"({m.get('n_mf')} MF among {m.get('n_samples')} candidates)",
         f"- atypical vs normal: balanced accuracy {f(m.get('atypical_balanced_accuracy'))}, "
-        f"ROC AUC {f(m.get('atypical_roc_auc'))} ({m.get('n_atypical_labelled')} figures)",
+        f"ROC AUC {f(m.get('atypical_roc_auc'))} ({m.get('n_atypical_labelled')} figures)"
+        + (
+            f"; one view (no test-time augmentation): balanced accuracy "
+            f"{f(m.get('atypical_balanced_accuracy_single_view'))}, ROC AUC "
+            f"{f(m.get('atypical_roc_auc_single_view'))}"
+            if m.get("atypical_roc_auc_single_view") is not None
+            else ""
+        ),
         "- Caveat: the thresholds were tuned on these same validation slides, so F1 and "
         "balanced accuracy here are optimistic; see docs/benchmarks.md for cross-validation on "
         "unseen slides. The published AMi-Br reference (balanced accuracy 0.8135) is on the "

@@ -58,6 +58,7 @@ class TrainConfig:
     atypical_weight: float = 0.5
     subtype_head: bool = False
     atypical_views: int = 3
+    atypical_tta: int = 1
     atypical_steps: int = 300
     val_fraction: float = 0.15
     split_seed: int = 0
@@ -85,6 +86,8 @@ class TrainConfig:
             raise InvalidInputError("val_fraction must be between 0 and 1")
         if self.neg_ratio <= 0:
             raise InvalidInputError("neg_ratio must be positive")
+        if not 1 <= int(self.atypical_tta) <= 8:
+            raise InvalidInputError("atypical_tta must be between 1 and 8 views")
         return self
 
 
@@ -320,6 +323,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
         threshold=0.5,
         atypical_threshold=0.5,
         device=dev,
+        atypical_views=int(cfg.atypical_tta),
     )
     mf, at = clf.predict_patches(va.patches, va.masks)
     thr, _ = best_f1_threshold(va.is_mf, mf)
@@ -373,5 +377,6 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             atypical_threshold=athr,
             card=json.loads(json.dumps(card, default=str)),
             name=Path(cfg.out).stem,
+            atypical_views=int(cfg.atypical_tta),
         )
     return TrainResult(path=path, metrics=metrics, classifier=clf, config=replace(cfg))
