@@ -310,14 +310,18 @@ def _worker_init(
 ) -> None:
     from .slide import open_slide
 
-    if screen is not None or classifier is not None:
-        import torch
-
-        torch.set_num_threads(1)  # one process per core: torch must not spawn more threads
+    if "torch" in sys.modules:  # a torch-backed screen or classifier came with the pickle
+        sys.modules["torch"].set_num_threads(1)  # one process per core: no extra threads
     _WORKER["reader"] = open_slide(source, mpp=mpp) if isinstance(source, (str, Path)) else source
     _WORKER["proposer"] = proposer
     _WORKER["screen"] = screen
     _WORKER["classifier"] = classifier
+
+
+def _for_workers(model: Any) -> Any:
+    """The worker copy of a screen / classifier (ONNX Runtime only: workers skip torch)."""
+    fn = getattr(model, "for_workers", None)
+    return fn() if callable(fn) else model
 
 
 def _worker_tile(
@@ -370,7 +374,13 @@ def _iter_tiles(
         max_workers=workers,
         mp_context=ctx,
         initializer=_worker_init,
-        initargs=(source, reader.info.mpp, proposer, screen, classifier),
+        initargs=(
+            source,
+            reader.info.mpp,
+            proposer,
+            None if screen is None else _for_workers(screen),
+            None if classifier is None else _for_workers(classifier),
+        ),
     ) as pool:
         pending: deque = deque()
         it = iter(tiles)
