@@ -40,7 +40,7 @@ CONFIGS = {
     "ablation: no stain augmentation": {"stain_sigma": 0.0},
     "ablation: no mask branch": {"use_mask": False},
     "ablation: no multi-task (MF loss only in stage 1)": {"multitask": False},
-    "effnet_lite0 + 8-view atypical test-time augmentation": {"atypical_tta": 8},
+    "effnet_lite0 + atypical test-time augmentation (4 rotations)": {"atypical_tta": 4},
 }
 
 

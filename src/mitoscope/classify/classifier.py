@@ -88,7 +88,8 @@ class Classifier:
     cpu_bf16: bool = False
     #: "onnx" (ONNX Runtime on the CPU, the members exported at load time) or "torch"
     backend: str = "torch"
-    #: dihedral views averaged for the atypical probability (1: none; 8: all flips/rotations);
+    #: dihedral views averaged for the atypical probability (1: none; 4: the rotations; 8: and
+    #: their mirror images);
     #: the atypical threshold in the checkpoint was chosen with this many views
     atypical_views: int = 1
     _sessions: dict[int, list[Any]] = field(default_factory=dict, repr=False)

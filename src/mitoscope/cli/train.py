@@ -37,7 +37,7 @@ def train_cmd(
     atypical_tta: int = typer.Option(
         None,
         "--atypical-tta",
-        help="Flips/rotations averaged for the atypical probability (1-8); the atypical "
+        help="Views averaged for the atypical probability (1-8: 4 = the rotations); the atypical "
         "threshold is chosen with them.",
     ),
     fast_dev_run: bool = typer.Option(

@@ -2,9 +2,10 @@
 
 Run (from the repository root)::
 
-    .venv/bin/python -m mitoscope.train.calibrate src/mitoscope/data/mitoscope_default_classifier.pt --atypical-tta 8
+    .venv/bin/python -m mitoscope.train.calibrate src/mitoscope/data/mitoscope_default_classifier.pt --atypical-tta 4
 
-The atypical probability becomes the mean over ``--atypical-tta`` flips / rotations of the patch
+The atypical probability becomes the mean over ``--atypical-tta`` views of the patch (the 90-degree
+rotations first, then their mirror images)
 (only for mitoses during detection). Its threshold is re-chosen, as in training, for the largest
 balanced accuracy on the checkpoint's own validation slides (listed in its card), and the card's
 validation metrics are updated. The weights and the MF threshold do not change. ``train`` does
@@ -57,7 +58,7 @@ def calibrate_atypical_tta(
     card.setdefault("config", {})["atypical_tta"] = int(views)
     card["threshold_choice"] = (
         "MF: max F1 on validation slides; atypical: max balanced accuracy on validation slides, "
-        f"probability averaged over {views} flips/rotations"
+        f"probability averaged over {views} views (rotations first, then mirrored)"
     )
     save_checkpoint(
         path,

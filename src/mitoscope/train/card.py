@@ -65,7 +65,8 @@ def render_model_card(
         "(maximum balanced accuracy"
         + (
             f", on the atypical probability averaged over {card.get('atypical_tta')} "
-            "flips/rotations — test-time augmentation, applied to mitoses during detection)"
+            "views (90-degree rotations, then mirrored) — test-time augmentation, applied to "
+            "mitoses during detection)"
             if int(card.get("atypical_tta", 1) or 1) > 1
             else ")"
         ),
