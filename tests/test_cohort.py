@@ -259,3 +259,24 @@ def test_bad_arguments(slides: list[Path], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(MissingDependencyError, match=r"mitoscope\[ray\]"):
         _run(slides[:1], tmp_path, executor="ray")
+
+
+def test_resume_key_changes_when_the_model_is_retrained_under_the_same_name(tmp_path: Path) -> None:
+    from mitoscope.classify import load_classifier
+    from mitoscope.cohort.run import options_key
+    from test_pipeline import make_tiny_classifier
+
+    path = tmp_path / "model.pt"
+    make_tiny_classifier(path, seed=0)
+    a = options_key(
+        proposer=None, classifier=load_classifier(path, device="cpu"), config=None, mpp=None
+    )
+    b = options_key(
+        proposer=None, classifier=load_classifier(path, device="cpu"), config=None, mpp=None
+    )
+    assert a == b
+    make_tiny_classifier(path, seed=1)  # "retrained": same file, same name, other weights
+    c = options_key(
+        proposer=None, classifier=load_classifier(path, device="cpu"), config=None, mpp=None
+    )
+    assert c != a

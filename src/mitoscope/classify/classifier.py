@@ -117,6 +117,38 @@ class Classifier:
             state = dict(state, models=pickle.loads(state["models"]))
         self.__dict__.update(state)
 
+    def fingerprint(self) -> str:
+        """A digest of what decides this classifier's outputs: weights, thresholds, views.
+
+        Resumed cohort runs compare it, so a model retrained under the same file name redoes
+        the slides.
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(
+            repr(
+                (
+                    self.arch,
+                    self.input_mpp,
+                    self.patch_size_px,
+                    self.uses_mask,
+                    round(float(self.threshold), 12),
+                    round(float(self.atypical_threshold), 12),
+                    int(self.atypical_views),
+                )
+            ).encode()
+        )
+        if self.models:
+            for net in self.models:
+                for k, v in sorted(net.state_dict().items()):
+                    h.update(k.encode())
+                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            for g in self._onnx:
+                h.update(g)
+        return h.hexdigest()[:16]
+
     def for_workers(self) -> Classifier:
         """A copy for worker processes: with ONNX Runtime, without the torch members.
 

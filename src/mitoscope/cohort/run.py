@@ -105,7 +105,9 @@ def options_key(*, proposer: Any, classifier: Any, config: Any, mpp: float | Non
         if isinstance(obj, (str, Path)):
             return str(obj)
         name = getattr(obj, "name", None) or type(obj).__name__
-        return f"{type(obj).__module__}.{type(obj).__qualname__}:{name}"
+        digest = getattr(obj, "fingerprint", None)
+        extra = f":{digest()}" if callable(digest) else ""
+        return f"{type(obj).__module__}.{type(obj).__qualname__}:{name}{extra}"
 
     cfg: dict[str, Any] = {}
     if config is not None:
