@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="all", help="comma-separated config indices or 'all'")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / ".cache" / "classifier_cv.json"))
+    ap.add_argument(
+        "--merge",
+        nargs="*",
+        default=[],
+        help="result files of other runs (e.g. run in parallel) to add to --out before the table",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -103,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     out_path = Path(args.out)
     results: dict = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    for extra in args.merge:
+        for key, v in json.loads(Path(extra).read_text()).items():
+            results.setdefault(key, v)
     for k in [int(f) for f in args.run_folds.split(",")]:
         test = _subsample_test(
             samples.subset(np.flatnonzero(folds[k])), neg_per_pos=args.test_neg_per_pos, seed=k
@@ -143,23 +152,35 @@ def main(argv: list[str] | None = None) -> int:
                 m = evaluate_predictions(test, mf, at, threshold=thr, atypical_threshold=athr)
                 results[f"ensemble|fold{k}"] = {"metrics": m}
                 out_path.write_text(json.dumps(results))
-    # Markdown table
+    # Markdown table: each seed's mean over its folds, then mean ± sd over the seeds
     rows = [
-        "| configuration | runs | MF ROC AUC | MF F1 @ val thr | atypical bal. acc. @ val thr | atypical ROC AUC |",
+        "| configuration | folds x seeds | MF ROC AUC | MF F1 @ val thr "
+        "| atypical bal. acc. @ val thr | atypical ROC AUC |",
         "|---|---|---|---|---|---|",
     ]
+    metrics_keys = ("mf_roc_auc", "mf_f1", "atypical_balanced_accuracy", "atypical_roc_auc")
     for name in [*CONFIGS, "ensemble"]:
-        ms = [v["metrics"] for key, v in results.items() if key.split("|")[0] == name]
-        if not ms:
+        runs = {key: v["metrics"] for key, v in results.items() if key.split("|")[0] == name}
+        if not runs:
             continue
+        by_seed: dict[str, list[dict]] = {}
+        for key, m in runs.items():
+            seed = key.split("|")[2] if key.count("|") >= 2 else "seeds 0+1"
+            by_seed.setdefault(seed, []).append(m)
+        n_folds = sorted({len(v) for v in by_seed.values()})
         label = (
             "ensemble of seeds 0+1 (default recipe, probabilities averaged)"
             if name == "ensemble"
             else name
         )
+        cells = []
+        for k in metrics_keys:
+            per_seed = [float(np.nanmean([m[k] for m in ms])) for ms in by_seed.values()]
+            cells.append(_fmt(per_seed))
         rows.append(
-            f"| {label} | {len(ms)} | {_fmt([m['mf_roc_auc'] for m in ms])} | {_fmt([m['mf_f1'] for m in ms])} "
-            f"| {_fmt([m['atypical_balanced_accuracy'] for m in ms])} | {_fmt([m['atypical_roc_auc'] for m in ms])} |"
+            f"| {label} | {'/'.join(map(str, n_folds))} x {len(by_seed)} | "
+            + " | ".join(cells)
+            + " |"
         )
     print("\n".join(rows))
     (out_path.with_suffix(".md")).write_text("\n".join(rows) + "\n")
