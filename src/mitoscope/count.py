@@ -159,7 +159,7 @@ def _grid_prune(
     points within ``r + h`` of ``c`` (the bound ``U``); the circle centred at ``c`` holds the
     points within ``r`` (a real field when ``c`` is allowed: a new ``best``). Cells with
     ``U <= best`` can hold no better field and are dropped; the others are split in four,
-    down to ``r / 128``. A better field's boundary points lie at distance ``r`` from its
+    down to ``r / 1024``. A better field's boundary points lie at distance ``r`` from its
     centre, so within ``r +- h`` of a kept cell's centre; each point's bound is the largest
     ``U`` of such cells (0: no circle through it can beat ``best``).
     """
@@ -184,7 +184,7 @@ def _grid_prune(
                     best, centre = int(here[j]), cells[j].copy()
             keep = upper > best
             cells = cells[keep]
-        if not len(cells) or g <= r / 128.0:
+        if not len(cells) or g <= r / 1024.0:
             break
         g /= 2.0
         q = g / 2.0
