@@ -370,3 +370,15 @@ def test_cross_tile_batches_equal_per_tile_scoring(tmp_path: Path, tiny: TinyCla
         a.detections.mf_probability[ia], b.detections.mf_probability[ib], rtol=1e-5, atol=1e-6
     )
     assert set(a.extra["timing"]) == {"tissue_s", "propose_s", "classify_s", "count_s"}
+
+
+def test_mask_contour_of_an_upsampled_mask_traces_the_coarse_grid() -> None:
+    small = np.zeros((10, 10), bool)
+    small[2:8, 3:9] = True
+    big = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)  # 2x upsampled, 20 x 20
+    fine = mask_contour(big, np.array([0, 0, 20, 20]), scale=1.0, x0=0, y0=0)
+    coarse = mask_contour(big, np.array([0, 0, 20, 20]), scale=1.0, x0=0, y0=0, step=2)
+    for ring in (fine, coarse):  # the same rectangle x 6..17, y 4..15 to within a pixel
+        assert abs(ring[:, 0].min() - 6) <= 1 and abs(ring[:, 0].max() - 17) <= 1
+        assert abs(ring[:, 1].min() - 4) <= 1 and abs(ring[:, 1].max() - 15) <= 1
+    assert len(coarse) <= len(fine)

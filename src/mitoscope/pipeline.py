@@ -500,7 +500,13 @@ def tile_detections(
         m = None if c.masks is None else c.masks[k]
         contours.append(
             mask_contour(
-                m, c.bbox[k], scale=scale, x0=x0, y0=y0, tolerance_px=tolerance_px * work.mask_scale
+                m,
+                c.bbox[k],
+                scale=scale,
+                x0=x0,
+                y0=y0,
+                tolerance_px=tolerance_px,
+                step=int(round(work.mask_scale)),
             )
         )
     return Detections(
@@ -521,21 +527,32 @@ def mask_contour(
     x0: float,
     y0: float,
     tolerance_px: float = 0.75,
+    step: int = 1,
 ) -> np.ndarray:
     """Outer contour of a bbox-cropped mask as a level-0 ``(K, 2)`` polygon of ``(x, y)``.
 
     ``scale`` is level-0 pixels per mask pixel, ``(x0, y0)`` the level-0 origin of the image
-    the ``bbox`` refers to. A missing or empty mask gives the bounding box.
+    the ``bbox`` refers to. A missing or empty mask gives the bounding box. ``step`` > 1 traces
+    every ``step``-th pixel (a mask upsampled ``step`` times from a coarser proposal holds no
+    more detail; ``tolerance_px`` is then in those coarse pixels).
     """
     from skimage.measure import find_contours
 
     bx0, by0, bx1, by1 = (float(v) for v in bbox)
     ring = None
+    step = max(1, int(step))
+    off = step // 2
     if mask is not None and np.asarray(mask).any():
-        padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
+        m = np.asarray(mask)
+        if step > 1 and m[off::step, off::step].any():
+            m = m[off::step, off::step]
+        else:
+            step, off = 1, 0
+        padded = np.pad(np.asarray(m, dtype=np.float32), 1)
         found = find_contours(padded, 0.5)
         if found:
             c = _simplify(max(found, key=len) - 1.0, tolerance_px)  # (row, col) in mask px
+            c = c * step + off
             if len(c) >= 4:
                 ring = np.column_stack([c[:, 1] + bx0, c[:, 0] + by0])
     if ring is None:
