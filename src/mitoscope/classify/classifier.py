@@ -169,16 +169,7 @@ class Classifier:
         torch = sys.modules.get("torch")
         n = max(1, torch.get_num_threads()) if torch is not None else 1
         if n not in self._sessions:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = n
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            self._sessions[n] = [
-                ort.InferenceSession(b, opts, providers=["CPUExecutionProvider"])
-                for b in self._onnx
-            ]
+            self._sessions[n] = [ort_session(b, threads=n) for b in self._onnx]
         return self._sessions[n]
 
     def _forward_onnx(
@@ -469,6 +460,17 @@ def onnx_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def ort_session(graph: bytes, *, threads: int = 1) -> Any:
+    """A quiet CPU ONNX Runtime session on ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
 def load_classifier(

@@ -115,15 +115,9 @@ class Screen:
         from .patches import centre_crop
 
         if self._session is None:
-            import onnxruntime as ort
+            from .classifier import ort_session
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            self._session = ort.InferenceSession(
-                self.onnx, opts, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort_session(self.onnx, threads=1)
         size = self.patch_size_px
         arr = centre_crop(np.asarray(patches), size)
         x = np.zeros((len(arr), 4, size, size), np.float32)
@@ -182,11 +176,11 @@ class Screen:
 
 
 def _onnx_ok() -> bool:
-    import importlib.util
+    from .classifier import onnx_available
 
     if os.environ.get("MITOSCOPE_BACKEND", "").strip().lower() == "torch":
         return False
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+    return onnx_available()
 
 
 def _export(net: Any, size: int) -> bytes:
