@@ -198,14 +198,18 @@ def _grid_prune(
     h = g * np.sqrt(0.5)
     eps = _EPS_REL * max(r, 1.0) + 1e-7
     upper = _count(tree, cells, r + h)
-    near = tree.query_ball_point(cells, r + h + eps)  # type: ignore[attr-defined]
-    lens = np.fromiter((len(v) for v in near), dtype=np.int64, count=len(near))
-    if lens.sum():
+    step = 64  # cells per query: the neighbour lists of all cells at once can take gigabytes
+    for s0 in range(0, len(cells), step):
+        sub = cells[s0 : s0 + step]
+        near = tree.query_ball_point(sub, r + h + eps)  # type: ignore[attr-defined]
+        lens = np.fromiter((len(v) for v in near), dtype=np.int64, count=len(near))
+        if not lens.sum():
+            continue
         idx = np.concatenate([np.asarray(v, dtype=np.int64) for v in near if len(v)])
-        cell_of = np.repeat(np.arange(len(cells)), lens)
-        d = np.hypot(*(pts[idx] - cells[cell_of]).T)
+        cell_of = np.repeat(np.arange(len(sub)), lens)
+        d = np.hypot(*(pts[idx] - sub[cell_of]).T)
         ring = d >= r - h - eps
-        np.maximum.at(bound, idx[ring], upper[cell_of[ring]])
+        np.maximum.at(bound, idx[ring], upper[s0 + cell_of[ring]])
     return best, centre, bound
 
 
