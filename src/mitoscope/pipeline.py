@@ -319,7 +319,8 @@ def _worker_init(
 
 
 def _for_workers(model: Any) -> Any:
-    """The worker copy of a screen / classifier (ONNX Runtime only: workers skip torch)."""
+    """The worker copy of a screen / classifier (ONNX Runtime only: workers skip torch);
+    ``None`` and objects without ``for_workers`` go as they are."""
     fn = getattr(model, "for_workers", None)
     return fn() if callable(fn) else model
 
@@ -378,8 +379,8 @@ def _iter_tiles(
             source,
             reader.info.mpp,
             proposer,
-            None if screen is None else _for_workers(screen),
-            None if classifier is None else _for_workers(classifier),
+            _for_workers(screen),
+            _for_workers(classifier),
         ),
     ) as pool:
         pending: deque = deque()

@@ -251,6 +251,26 @@ class Classifier:
             mk = centre_crop(mk, size)
         else:
             mk = None
+        mf_all, at_all = self._score(arr, mk, batch_size)
+        if not self.has_atypical:
+            at_all[:] = np.nan
+        elif int(self.atypical_views) > 1:
+            sel = (
+                np.arange(n)
+                if atypical_min_mf is None
+                else np.flatnonzero(mf_all >= atypical_min_mf)
+            )
+            if len(sel):
+                at_all[sel] = self._atypical_tta(
+                    arr[sel], None if mk is None else mk[sel], batch_size
+                )
+        return mf_all, at_all
+
+    def _score(
+        self, arr: np.ndarray, mk: np.ndarray | None, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One view: ensemble probabilities of centre-cropped patches, in batches."""
+        n, size = arr.shape[0], self.patch_size_px
         mf_all, at_all = np.empty(n), np.empty(n)
         for s in range(0, n, int(batch_size)):
             e = min(n, s + int(batch_size))
@@ -272,39 +292,21 @@ class Classifier:
                     m = torch.from_numpy(np.ascontiguousarray(mk[s:e])).to(self.device)
                     m = m[:, None].float()
             mf_all[s:e], at_all[s:e] = self._forward(x, m)
-        if not self.has_atypical:
-            at_all[:] = np.nan
-        elif int(self.atypical_views) > 1:
-            sel = (
-                np.arange(n)
-                if atypical_min_mf is None
-                else np.flatnonzero(mf_all >= atypical_min_mf)
-            )
-            if len(sel):
-                at_all[sel] = self._atypical_tta(
-                    arr[sel], None if mk is None else mk[sel], batch_size
-                )
         return mf_all, at_all
 
     def _atypical_tta(self, arr: np.ndarray, mk: np.ndarray | None, batch_size: int) -> np.ndarray:
         """Atypical probability averaged over the first :attr:`atypical_views` dihedral views."""
         views = _dihedral_views(int(self.atypical_views))
         total = np.zeros(len(arr))
-        saved, self.atypical_views = self.atypical_views, 1
-        try:
-            for k, flip in views:
-                a = np.rot90(arr, k, axes=(1, 2))
-                m = None if mk is None else np.rot90(mk, k, axes=(1, 2))
-                if flip:
-                    a = a[:, :, ::-1]
-                    m = None if m is None else m[:, :, ::-1]
-                total += self.predict_patches(
-                    np.ascontiguousarray(a),
-                    None if m is None else np.ascontiguousarray(m),
-                    batch_size=batch_size,
-                )[1]
-        finally:
-            self.atypical_views = saved
+        for k, flip in views:
+            a = np.rot90(arr, k, axes=(1, 2))
+            m = None if mk is None else np.rot90(mk, k, axes=(1, 2))
+            if flip:
+                a = a[:, :, ::-1]
+                m = None if m is None else m[:, :, ::-1]
+            total += self._score(
+                np.ascontiguousarray(a), None if m is None else np.ascontiguousarray(m), batch_size
+            )[1]
         return total / len(views)
 
     def predict_candidates(
@@ -421,9 +423,6 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def export_onnx(net: Any, *, patch_size_px: int, uses_mask: bool) -> bytes:
     """One member as an ONNX graph (inputs ``x`` (N,3,S,S) and ``m`` (N,1,S,S); logits out)."""
-    import io
-    import warnings
-
     import torch
 
     class Heads(torch.nn.Module):
@@ -439,17 +438,28 @@ def export_onnx(net: Any, *, patch_size_px: int, uses_mask: bool) -> bytes:
     x = torch.rand(2, 3, s, s)
     args: tuple[Any, ...] = (x, torch.zeros(2, 1, s, s)) if uses_mask else (x,)
     names = ["x", "m"] if uses_mask else ["x"]
+    return onnx_graph(Heads(net), args, input_names=names, output_names=["mf", "atypical"])
+
+
+def onnx_graph(
+    module: Any, args: tuple[Any, ...], *, input_names: list[str], output_names: list[str]
+) -> bytes:
+    """``module`` (eval mode) as ONNX bytes, with a dynamic batch axis on every input."""
+    import io
+    import warnings
+
+    import torch
+
     buf = io.BytesIO()
-    wrapped = Heads(net).eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapped,
+            module.eval(),
             args,
             buf,
-            input_names=names,
-            output_names=["mf", "atypical"],
-            dynamic_axes={k: {0: "batch"} for k in names},
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={k: {0: "batch"} for k in input_names},
             dynamo=False,
         )
     return buf.getvalue()
@@ -574,7 +584,7 @@ def load_classifier(
         models=models,
         input_mpp=float(blob["input_mpp"]),
         patch_size_px=int(blob["patch_size_px"]),
-        uses_mask=bool(kwargs.get("use_mask", True)),
+        uses_mask=uses_mask,
         has_atypical=bool(blob.get("has_atypical", True)),
         threshold=float(blob["threshold"]),
         atypical_threshold=float(blob["atypical_threshold"]),

@@ -124,8 +124,9 @@ class Screen:
         np.multiply(arr.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=x[:, :3])
         if masks is not None:
             x[:, 3] = centre_crop(np.asarray(masks), size)
-        z = self._session.run(None, {"x": x})[0][:, 0].astype(np.float64)
-        return 0.5 * (1.0 + np.tanh(0.5 * z))
+        from .classifier import _sigmoid
+
+        return _sigmoid(self._session.run(None, {"x": x})[0][:, 0])
 
     def scores(self, patches: np.ndarray, masks: np.ndarray | None, *, batch_size: int = 1024):
         """Screening probability per patch (``(N, H, W, 3)`` uint8 at :attr:`input_mpp`)."""
@@ -184,24 +185,13 @@ def _onnx_ok() -> bool:
 
 
 def _export(net: Any, size: int) -> bytes:
-    import io
-    import warnings
-
     import torch
 
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net.eval(),
-            (torch.rand(2, 4, size, size),),
-            buf,
-            input_names=["x"],
-            output_names=["logit"],
-            dynamic_axes={"x": {0: "batch"}},
-            dynamo=False,
-        )
-    return buf.getvalue()
+    from .classifier import onnx_graph
+
+    return onnx_graph(
+        net, (torch.rand(2, 4, size, size),), input_names=["x"], output_names=["logit"]
+    )
 
 
 def load_screen(path: str | Path | None = None, *, onnx: bool = True) -> Screen:
