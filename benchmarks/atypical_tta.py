@@ -36,7 +36,9 @@ def main() -> int:
     clf = load_classifier(device="cpu")
     s = build_amibr_samples(common.SHARED_DATA / "amibr-train", cache_dir=common.CACHE)
     val = set(clf.card["split"]["val_slides"])
-    idx = np.flatnonzero([(sl in val) and (a >= 0) for sl, a in zip(s.slide, s.atypical, strict=True)])
+    idx = np.flatnonzero(
+        [(sl in val) and (a >= 0) for sl, a in zip(s.slide, s.atypical, strict=True)]
+    )
     p, m, y = s.patches[idx], s.masks[idx], s.atypical[idx] == 1
     clf.atypical_views = 1
     views = {}
