@@ -271,3 +271,17 @@ def test_worker_copies_do_not_need_torch(tmp_path: Path) -> None:
     mf, at = clf.predict_patches(p, m)
     want = np.concatenate([mf, at, sc.scores(p[:, 12:52, 12:52], m[:, 12:52, 12:52])])
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_cli_bad_screen_model_and_propose_mpp_exit_2(tmp_path: Path, capsys) -> None:
+    from mitoscope.cli import main
+
+    bad = tmp_path / "bad.pt"
+    bad.write_text("junk")
+    out = tmp_path / "out"
+    assert main(["detect", "--sample", "--out", str(out), "--screen-model", str(bad), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "screening model" in err[0]
+    assert not any(out.glob("*")) if out.exists() else True  # nothing written
+    assert main(["detect", "--sample", "--out", str(out), "--propose-mpp", "0", "-q"]) == 2
+    assert "--propose-mpp" in capsys.readouterr().err
