@@ -140,12 +140,18 @@ def test_proposing_at_half_resolution_maps_back_to_work_pixels() -> None:
         pts = np.column_stack([c.x_px, c.y_px])
         for cx, cy in centres:
             assert np.min(np.hypot(*(pts - (cx, cy)).T)) < 1.0
-    # masks come back at work resolution, covering the same nucleus
+    # masks stay at the proposal's pixel size (mask_downsample 2) and, resized to their work-px
+    # boxes as patches do, cover the same nucleus
+    from mitoscope.classify.patches import mask_at_bbox
+
     h = half.candidates
+    assert h.mask_downsample == 2.0
     for k in range(len(h)):
         x0, y0, x1, y1 = h.bbox[k]
-        assert h.masks[k].shape == (y1 - y0, x1 - x0)
-        assert abs(h.masks[k].sum() - np.pi * 12.5**2) < 0.2 * np.pi * 12.5**2
+        assert h.masks[k].shape == ((y1 - y0) // 2, (x1 - x0) // 2)
+        m = mask_at_bbox(h.masks[k], h.bbox[k])
+        assert m.shape == (y1 - y0, x1 - x0)
+        assert abs(m.sum() - np.pi * 12.5**2) < 0.2 * np.pi * 12.5**2
     assert half.image.shape == img.shape  # the classifier still gets full resolution
 
 
@@ -238,6 +244,14 @@ def test_classifying_in_worker_processes_equals_in_process(tmp_path: Path) -> No
     np.testing.assert_allclose(
         r1.detections.mf_probability[i1], r2.detections.mf_probability[i2], atol=1e-6
     )
+    # the workers also trace the contours (the main process only collects detections)
+    c1 = [r1.detections.contours[i] for i in i1]
+    c2 = [r2.detections.contours[i] for i in i2]
+    assert sum(c is not None for c in c1) > 0
+    for a, b in zip(c1, c2, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b)
 
 
 def test_worker_copies_do_not_need_torch(tmp_path: Path) -> None:

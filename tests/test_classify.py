@@ -257,7 +257,12 @@ def test_atypical_test_time_augmentation(tmp_path):
     rng = np.random.default_rng(3)
     patches = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     masks = rng.random((6, 32, 32)) > 0.5
+    scored = []
+    score = clf._score
+    clf._score = lambda a, m, b: (scored.append(len(a)), score(a, m, b))[1]
     mf, at = clf.predict_patches(patches, masks)
+    del clf._score
+    assert sum(scored) == 6 * 8  # the identity view is scored once, not again for the average
     clf.atypical_views = 1
     views = []
     for k in range(4):

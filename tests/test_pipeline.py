@@ -372,13 +372,31 @@ def test_cross_tile_batches_equal_per_tile_scoring(tmp_path: Path, tiny: TinyCla
     assert set(a.extra["timing"]) == {"tissue_s", "propose_s", "classify_s", "count_s"}
 
 
-def test_mask_contour_of_an_upsampled_mask_traces_the_coarse_grid() -> None:
+def test_mask_contour_of_a_coarse_mask_traces_the_coarse_grid() -> None:
     small = np.zeros((10, 10), bool)
     small[2:8, 3:9] = True
     big = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)  # 2x upsampled, 20 x 20
-    fine = mask_contour(big, np.array([0, 0, 20, 20]), scale=1.0, x0=0, y0=0)
-    coarse = mask_contour(big, np.array([0, 0, 20, 20]), scale=1.0, x0=0, y0=0, step=2)
+    box = np.array([0, 0, 20, 20])
+    fine = mask_contour(big, box, scale=1.0, x0=0, y0=0)
+    coarse = mask_contour(small, box, scale=1.0, x0=0, y0=0)  # a 10 x 10 mask of a 20 px box
     for ring in (fine, coarse):  # the same rectangle x 6..17, y 4..15 to within a pixel
         assert abs(ring[:, 0].min() - 6) <= 1 and abs(ring[:, 0].max() - 17) <= 1
         assert abs(ring[:, 1].min() - 4) <= 1 and abs(ring[:, 1].max() - 15) <= 1
     assert len(coarse) <= len(fine)
+
+
+def test_mask_at_bbox_is_a_nearest_neighbour_resize() -> None:
+    from skimage.transform import resize
+
+    from mitoscope.classify.patches import mask_at_bbox
+
+    rng = np.random.default_rng(0)
+    for shape, bbox in (
+        ((7, 5), (10, 20, 24, 30)),
+        ((6, 9), (0, 0, 13, 11)),
+        ((4, 4), (2, 2, 6, 6)),
+    ):
+        m = rng.random(shape) > 0.5
+        bh, bw = bbox[3] - bbox[1], bbox[2] - bbox[0]
+        ref = resize(m, (bh, bw), order=0, anti_aliasing=False) > 0.5
+        np.testing.assert_array_equal(mask_at_bbox(m, np.array(bbox)), ref)

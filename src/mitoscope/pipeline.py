@@ -142,11 +142,21 @@ class TileWork:
     candidates: Candidates
     n_proposed: int = 0
     n_screened_out: int = 0
-    #: work px per mask px of the proposal (masks upsampled from a coarser proposal are
-    #: blocky at this scale; contours are simplified accordingly)
-    mask_scale: float = 1.0
-    #: ``(mf, atypical)`` probabilities when the worker already classified the candidates
-    scores: tuple[np.ndarray, np.ndarray] | None = None
+    #: the tile's finished detections when a worker already classified its candidates (the
+    #: image and candidates are then dropped; ``n_classified`` keeps their number)
+    detections: Detections | None = None
+    n_classified: int = 0
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """How classified candidates become detections (:func:`tile_detections`' keywords)."""
+
+    slide_mpp: float
+    work_mpp: float
+    floor: float
+    contour_min_prob: float = 0.0
+    tolerance_px: float = 0.75
 
 
 @dataclass
@@ -169,15 +179,17 @@ def process_tile(
     screen: Any = None,
     classifier: Any = None,
     mf_threshold: float = 0.5,
+    params: DetectionParams | None = None,
 ) -> TileWork:
     """Read ``tile`` at ``work_mpp``, propose, screen; keep candidates centred in the core.
 
     With ``propose_mpp`` coarser than ``work_mpp`` the proposer (and the ``screen``, a
     :class:`~mitoscope.classify.screen.Screen` at that pixel size) see a downsampled copy of
-    the tile; the kept candidates are mapped back to work pixels (masks upsampled). With a
-    ``classifier`` (worker processes) the candidates are scored here too and the tile image is
-    dropped, so only a few numbers per candidate travel back. A pure top-level function
-    (picklable arguments) so it can run in worker processes.
+    the tile; the kept candidates are mapped back to work pixels (their masks stay coarse).
+    With a ``classifier`` and ``params`` (worker processes) the candidates are scored and
+    turned into the tile's detections here too, and the image and candidates are dropped, so
+    only the detections travel back. A pure top-level function (picklable arguments) so it can
+    run in worker processes.
     """
     image, small, fx, fy, cands, n = propose_tile(
         reader, tile, proposer=proposer, work_mpp=work_mpp, propose_mpp=propose_mpp
@@ -194,24 +206,18 @@ def process_tile(
         cands = cands.filter(keep)
     if (fx, fy) != (1.0, 1.0) and len(cands):
         cands = _upscale_candidates(cands, fx, fy, image.shape[:2])
-    scores = None
-    if classifier is not None:
-        if len(cands):
-            scores = classifier.predict_candidates(
-                image, cands, **_tta_kwargs(classifier, mf_threshold)
-            )
-        else:
-            scores = (np.zeros(0), np.zeros(0))
-        image = np.zeros((0, 0, 3), np.uint8)
-    return TileWork(
-        scores=scores,
-        tile=tile,
-        image=image,
-        candidates=cands,
-        n_proposed=n,
-        n_screened_out=dropped,
-        mask_scale=max(fx, fy),
-    )
+    work = TileWork(tile=tile, image=image, candidates=cands, n_proposed=n, n_screened_out=dropped)
+    if classifier is None or params is None:
+        return work
+    dets = Detections.empty()
+    if len(cands):
+        mf, atyp = classifier.predict_candidates(
+            image, cands, **_tta_kwargs(classifier, mf_threshold)
+        )
+        dets = tile_detections(work, mf, atyp, **vars(params))
+    work.detections, work.n_classified = dets, len(cands)
+    work.image, work.candidates = np.zeros((0, 0, 3), np.uint8), Candidates.empty()
+    return work
 
 
 def propose_tile(
@@ -265,7 +271,12 @@ def _downsample(
 
 
 def _upscale_candidates(c: Candidates, fx: float, fy: float, shape: tuple[int, int]) -> Candidates:
-    """Candidates found on a downsampled image -> the full-resolution image's pixels."""
+    """Candidates found on a downsampled image -> the full-resolution image's pixels.
+
+    Centres and boxes are mapped; the masks stay at the proposal's pixel size
+    (``mask_downsample`` records the factor): patches resize them when they are cut
+    (:func:`~mitoscope.classify.patches.mask_at_bbox`) and contours are traced on them.
+    """
     from dataclasses import replace as _replace
 
     h, w = shape
@@ -276,29 +287,12 @@ def _upscale_candidates(c: Candidates, fx: float, fy: float, shape: tuple[int, i
     bbox[:, 3] = np.ceil(c.bbox[:, 3] * fy)
     bbox[:, [0, 2]] = np.clip(bbox[:, [0, 2]], 0, w)
     bbox[:, [1, 3]] = np.clip(bbox[:, [1, 3]], 0, h)
-    masks = None
-    if c.masks is not None:
-        masks = []
-        for k, m in enumerate(c.masks):
-            bh, bw = int(bbox[k, 3] - bbox[k, 1]), int(bbox[k, 2] - bbox[k, 0])
-            m = np.asarray(m, dtype=bool)
-            if m.size == 0 or bh < 1 or bw < 1:
-                masks.append(np.zeros((max(bh, 1), max(bw, 1)), bool))
-                continue
-            # nearest-neighbour: each full-res pixel takes the mask pixel it falls in
-            ys = np.minimum(
-                ((np.arange(bh) + bbox[k, 1] + 0.5) / fy - c.bbox[k, 1]).astype(int), m.shape[0] - 1
-            )
-            xs = np.minimum(
-                ((np.arange(bw) + bbox[k, 0] + 0.5) / fx - c.bbox[k, 0]).astype(int), m.shape[1] - 1
-            )
-            masks.append(m[np.maximum(ys, 0)][:, np.maximum(xs, 0)])
     return _replace(
         c,
         x_px=(c.x_px + 0.5) * fx - 0.5,
         y_px=(c.y_px + 0.5) * fy - 0.5,
         bbox=bbox,
-        masks=masks,
+        mask_downsample=float(c.mask_downsample) * (fx + fy) / 2.0,
     )
 
 
@@ -326,7 +320,11 @@ def _for_workers(model: Any) -> Any:
 
 
 def _worker_tile(
-    tile: Tile, work_mpp: float, propose_mpp: float | None, mf_threshold: float = 0.5
+    tile: Tile,
+    work_mpp: float,
+    propose_mpp: float | None,
+    mf_threshold: float = 0.5,
+    params: DetectionParams | None = None,
 ) -> TileWork:
     return process_tile(
         _WORKER["reader"],
@@ -337,6 +335,7 @@ def _worker_tile(
         screen=_WORKER["screen"],
         classifier=_WORKER["classifier"],
         mf_threshold=mf_threshold,
+        params=params,
     )
 
 
@@ -351,6 +350,7 @@ def _iter_tiles(
     screen: Any = None,
     classifier: Any = None,
     mf_threshold: float = 0.5,
+    params: DetectionParams | None = None,
 ) -> Iterator[TileWork]:
     """Yield :class:`TileWork` in tile order; bounded prefetch so memory stays flat."""
     if workers <= 1 or len(tiles) <= 1:
@@ -386,14 +386,18 @@ def _iter_tiles(
         pending: deque = deque()
         it = iter(tiles)
         for tile in it:
-            pending.append(pool.submit(_worker_tile, tile, work_mpp, propose_mpp, mf_threshold))
+            pending.append(
+                pool.submit(_worker_tile, tile, work_mpp, propose_mpp, mf_threshold, params)
+            )
             if len(pending) >= 2 * workers:
                 break
         while pending:
             work = pending.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(_worker_tile, nxt, work_mpp, propose_mpp, mf_threshold))
+                pending.append(
+                    pool.submit(_worker_tile, nxt, work_mpp, propose_mpp, mf_threshold, params)
+                )
             yield work
 
 
@@ -507,7 +511,6 @@ def tile_detections(
                 x0=x0,
                 y0=y0,
                 tolerance_px=tolerance_px,
-                step=int(round(work.mask_scale)),
             )
         )
     return Detections(
@@ -528,34 +531,30 @@ def mask_contour(
     x0: float,
     y0: float,
     tolerance_px: float = 0.75,
-    step: int = 1,
 ) -> np.ndarray:
     """Outer contour of a bbox-cropped mask as a level-0 ``(K, 2)`` polygon of ``(x, y)``.
 
-    ``scale`` is level-0 pixels per mask pixel, ``(x0, y0)`` the level-0 origin of the image
-    the ``bbox`` refers to. A missing or empty mask gives the bounding box. ``step`` > 1 traces
-    every ``step``-th pixel (a mask upsampled ``step`` times from a coarser proposal holds no
-    more detail; ``tolerance_px`` is then in those coarse pixels).
+    ``scale`` is level-0 pixels per ``bbox`` pixel, ``(x0, y0)`` the level-0 origin of the
+    image the ``bbox`` refers to. A mask coarser than its bbox (``Candidates.mask_downsample``
+    > 1) is traced at its own pixel size (``tolerance_px`` is then in those pixels): it holds
+    no more detail. A missing or empty mask gives the bounding box.
     """
     from skimage.measure import find_contours
 
     bx0, by0, bx1, by1 = (float(v) for v in bbox)
     ring = None
-    step = max(1, int(step))
-    off = step // 2
     if mask is not None and np.asarray(mask).any():
         m = np.asarray(mask)
-        if step > 1 and m[off::step, off::step].any():
-            m = m[off::step, off::step]
-        else:
-            step, off = 1, 0
+        sy = max(by1 - by0, 1.0) / m.shape[0]  # bbox px per mask px
+        sx = max(bx1 - bx0, 1.0) / m.shape[1]
         padded = np.pad(np.asarray(m, dtype=np.float32), 1)
         found = find_contours(padded, 0.5)
         if found:
             c = _simplify(max(found, key=len) - 1.0, tolerance_px)  # (row, col) in mask px
-            c = c * step + off
             if len(c) >= 4:
-                ring = np.column_stack([c[:, 1] + bx0, c[:, 0] + by0])
+                ring = np.column_stack(
+                    [(c[:, 1] + 0.5) * sx - 0.5 + bx0, (c[:, 0] + 0.5) * sy - 0.5 + by0]
+                )
     if ring is None:
         ring = np.array(
             [[bx0, by0], [bx1 - 1, by0], [bx1 - 1, by1 - 1], [bx0, by1 - 1], [bx0, by0]],
@@ -822,6 +821,13 @@ def _detect_run(
         tiles = plan_tiles(info, tissue, tile_um=cfg.tile_um, overlap_um=cfg.overlap_um)
 
     in_workers = _classify_in_workers(classifier, int(cfg.workers)) and len(tiles) > 1
+    params = DetectionParams(
+        slide_mpp=info.mpp,
+        work_mpp=work_mpp,
+        floor=floor,
+        contour_min_prob=threshold,
+        tolerance_px=cfg.contour_tolerance_px,
+    )
     iterator: Any = _iter_tiles(
         reader,
         tiles,
@@ -832,6 +838,7 @@ def _detect_run(
         screen=screen,
         classifier=classifier if in_workers else None,
         mf_threshold=threshold,
+        params=params,
     )
     bar = None
     if progress and tiles:
@@ -845,16 +852,7 @@ def _detect_run(
 
     def emit(items: list[tuple[TileWork, np.ndarray, np.ndarray]]) -> None:
         for work, mf, atyp in items:
-            d = tile_detections(
-                work,
-                mf,
-                atyp,
-                slide_mpp=info.mpp,
-                work_mpp=work_mpp,
-                floor=floor,
-                contour_min_prob=threshold,
-                tolerance_px=cfg.contour_tolerance_px,
-            )
+            d = tile_detections(work, mf, atyp, **vars(params))
             if len(d):
                 parts.append(d)
 
@@ -865,12 +863,13 @@ def _detect_run(
             timing["propose_s"] += t_got - t_wait
             n_proposed += work.n_proposed
             n_screened_out += work.n_screened_out
-            if len(work.candidates):
+            if work.detections is not None:  # classified in a worker
+                n_candidates += work.n_classified
+                if len(work.detections):
+                    parts.append(work.detections)
+            elif len(work.candidates):
                 n_candidates += len(work.candidates)
-                if work.scores is not None:
-                    emit([(work, work.scores[0], work.scores[1])])
-                else:
-                    emit(batcher.add(work))
+                emit(batcher.add(work))
             if bar is not None:
                 bar.update(1)
             t_wait = time.perf_counter()
@@ -1097,6 +1096,7 @@ __all__ = [
     "NO_TISSUE_NOTE",
     "DetectConfig",
     "TileWork",
+    "DetectionParams",
     "check_out_dir",
     "detect_slide",
     "mask_contour",

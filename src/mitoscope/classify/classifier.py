@@ -262,7 +262,7 @@ class Classifier:
             )
             if len(sel):
                 at_all[sel] = self._atypical_tta(
-                    arr[sel], None if mk is None else mk[sel], batch_size
+                    arr[sel], None if mk is None else mk[sel], batch_size, identity=at_all[sel]
                 )
         return mf_all, at_all
 
@@ -294,10 +294,25 @@ class Classifier:
             mf_all[s:e], at_all[s:e] = self._forward(x, m)
         return mf_all, at_all
 
-    def _atypical_tta(self, arr: np.ndarray, mk: np.ndarray | None, batch_size: int) -> np.ndarray:
-        """Atypical probability averaged over the first :attr:`atypical_views` dihedral views."""
+    def _atypical_tta(
+        self,
+        arr: np.ndarray,
+        mk: np.ndarray | None,
+        batch_size: int,
+        *,
+        identity: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Atypical probability averaged over the first :attr:`atypical_views` dihedral views.
+
+        ``identity``: the patches' atypical probabilities already scored as they are (the first
+        view), so that pass is not run again.
+        """
         views = _dihedral_views(int(self.atypical_views))
+        n_views = len(views)
         total = np.zeros(len(arr))
+        if identity is not None:
+            total += identity
+            views = views[1:]  # the identity is always the first view
         for k, flip in views:
             a = np.rot90(arr, k, axes=(1, 2))
             m = None if mk is None else np.rot90(mk, k, axes=(1, 2))
@@ -307,7 +322,7 @@ class Classifier:
             total += self._score(
                 np.ascontiguousarray(a), None if m is None else np.ascontiguousarray(m), batch_size
             )[1]
-        return total / len(views)
+        return total / n_views
 
     def predict_candidates(
         self,

@@ -89,19 +89,29 @@ def extract_patches(
                 f"candidates has {len(candidates)} rows but {n} patch centres were given"
             )
         masks = np.zeros((n, size, size), dtype=bool)
-        scale = float(candidates.mask_downsample or 1.0)
         for i in range(n):
-            m = np.asarray(candidates.masks[i], dtype=bool)
-            if scale != 1.0:
-                from skimage.transform import resize
-
-                bw = int(candidates.bbox[i, 2] - candidates.bbox[i, 0])
-                bh = int(candidates.bbox[i, 3] - candidates.bbox[i, 1])
-                m = resize(m, (max(bh, 1), max(bw, 1)), order=0, anti_aliasing=False) > 0.5
+            m = mask_at_bbox(candidates.masks[i], candidates.bbox[i])
             bx0 = int(candidates.bbox[i, 0]) - int(x0[i])
             by0 = int(candidates.bbox[i, 1]) - int(y0[i])
             paste_mask(masks[i], m, bx0, by0)
     return patches, masks
+
+
+def mask_at_bbox(mask: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+    """A candidate's mask at its ``bbox``'s pixel size (nearest neighbour).
+
+    Masks kept at a coarser pixel size than their bounding box (``Candidates.mask_downsample``
+    > 1, e.g. proposed on a downsampled tile) are resized here, only when a patch needs them:
+    each bbox pixel takes the mask pixel its centre falls in.
+    """
+    m = np.asarray(mask, dtype=bool)
+    bw = max(1, int(bbox[2] - bbox[0]))
+    bh = max(1, int(bbox[3] - bbox[1]))
+    if m.shape == (bh, bw) or m.size == 0:
+        return m if m.size else np.zeros((bh, bw), bool)
+    ys = np.minimum(((np.arange(bh) + 0.5) * (m.shape[0] / bh)).astype(np.int64), m.shape[0] - 1)
+    xs = np.minimum(((np.arange(bw) + 0.5) * (m.shape[1] / bw)).astype(np.int64), m.shape[1] - 1)
+    return m[ys[:, None], xs[None, :]]
 
 
 def paste_mask(target: np.ndarray, mask: np.ndarray, x0: int, y0: int) -> None:
