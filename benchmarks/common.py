@@ -18,13 +18,10 @@ LARGE = {"width": 40000, "height": 40000, "mpp": 0.25, "tissue_fraction": 0.5, "
 
 def mosaic_slide(width: int, height: int, *, seed: int = 0, **options: object) -> Path:
     """Build once (cached in ``benchmarks/.cache``) a pyramidal TIFF mosaic of real H&E crops."""
-    from mitoscope.synth import cached_mosaic_slide
+    from mitoscope.synth import cached_mosaic_slide, mosaic_file_name
 
     opts = {"mpp": 0.25, "tissue_fraction": 0.5, **options}
-    name = (
-        f"he_mosaic_{width}x{height}_mpp{opts['mpp']}_t{opts['tissue_fraction']}_s{seed}_"
-        f"{opts.get('compression', 'jpeg')}.tif"
-    )
+    name = mosaic_file_name(width, height, seed=seed, **opts)
     if not (CACHE / name).exists():
         print(
             f"building {name} (real H&E crops from {SHARED_DATA / 'amibr-train'}) ...", flush=True

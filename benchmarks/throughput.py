@@ -12,7 +12,9 @@ is real H&E (a mosaic of the AMi-Br training crops, see :mod:`mitoscope.synth`),
     + one 64-prompt batch of the 64 x 64 point grid on one 1024 x 1024 tile, extrapolated to the
     grid and to mm² of tile core), or read from ``benchmarks/sam_cost.py``'s JSON (``--sam-json``).
 
-and prints the ratios. Run::
+and prints the ratios. ``--single-level`` builds the same mosaic without reduced levels (a
+flat tiled TIFF: tissue detection and the report must then shrink level 0 themselves) to check
+that peak memory stays bounded when nothing is pyramidal. Run::
 
     .venv/bin/python benchmarks/throughput.py [--size 40000] [--workers 2] [--sam-json F]
 """
@@ -279,10 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detect-args", default="", help="extra arguments for mitoscope detect")
     ap.add_argument("--stages", type=int, default=0, help="also time the stages on N tiles")
     ap.add_argument("--skip-sam", action="store_true")
+    ap.add_argument(
+        "--single-level",
+        action="store_true",
+        help="build the slide without reduced levels (peak memory when nothing is pyramidal)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    slide = common.mosaic_slide(args.size, args.size)
+    levels = {"min_level_px": 10**9} if args.single_level else {}
+    slide = common.mosaic_slide(args.size, args.size, **levels)
     out: dict = {
         "slide": f"{args.size} x {args.size} px, 0.25 um/px, real-H&E mosaic (AMi-Br crops)",
         "machine": common.machine(),

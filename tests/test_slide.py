@@ -291,3 +291,25 @@ def test_dicom_wsi(tmp_path: Path, cmu_svs: Path) -> None:
         a = d.read_region((500, 700), 0, (128, 96)).astype(int)
         b = s.read_region((500, 700), 0, (128, 96)).astype(int)
         assert np.abs(a - b).mean() < 3  # re-encoded JPEG tiles
+
+
+def test_thumbnail_of_a_big_single_level_image_is_read_in_bands(tmp_path, monkeypatch) -> None:
+    """A single-level slide is not read whole for its thumbnail (bounded memory at any size)."""
+    import mitoscope.slide.reader as reader_mod
+
+    img = synthetic_he(1500, 2200, seed=4)
+    path = write_pyramid_tiff(tmp_path / "flat.tif", img, levels=1)
+    with open_slide(path) as s:
+        assert s.info.levels == 1
+        whole = s.get_thumbnail(300)  # 9.9 MB level: read in one piece
+        sizes: list[int] = []
+        read = s._read
+        monkeypatch.setattr(
+            s, "_read", lambda x, y, lv, w, h: (sizes.append(w * h), read(x, y, lv, w, h))[1]
+        )
+        monkeypatch.setattr(reader_mod, "THUMBNAIL_READ_BYTES", 2200 * 3 * 100)  # ~100 rows
+        banded = s.get_thumbnail(300)
+    assert banded.shape == whole.shape == (205, 300, 3)
+    assert len(sizes) >= 15 and max(sizes) <= 2200 * 100
+    diff = np.abs(banded.astype(int) - whole.astype(int))
+    assert diff.mean() < 2.0  # the same picture, up to resampling at band seams

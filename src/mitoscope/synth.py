@@ -278,15 +278,22 @@ def build_he_mosaic_slide(
     return path
 
 
+def mosaic_file_name(width: int, height: int, *, seed: int = 0, **options: object) -> str:
+    """The cache file name of a mosaic slide built with these parameters."""
+    mpp = options.get("mpp", 0.25)
+    frac = options.get("tissue_fraction", 0.5)
+    comp = options.get("compression", "jpeg")
+    name = f"he_mosaic_{width}x{height}_mpp{mpp}_t{frac}_s{seed}_{comp}"
+    if "min_level_px" in options:
+        name += f"_minlevel{options['min_level_px']}"
+    return name + ".tif"
+
+
 def cached_mosaic_slide(
     cache_dir: str | Path, *, width: int, height: int, seed: int = 0, **options: object
 ) -> Path:
     """Build (once) and return a mosaic slide in ``cache_dir`` named by its parameters."""
-    mpp = options.get("mpp", 0.25)
-    frac = options.get("tissue_fraction", 0.5)
-    comp = options.get("compression", "jpeg")
-    name = f"he_mosaic_{width}x{height}_mpp{mpp}_t{frac}_s{seed}_{comp}.tif"
-    path = Path(cache_dir) / name
+    path = Path(cache_dir) / mosaic_file_name(width, height, seed=seed, **options)
     if not path.exists():
         build_he_mosaic_slide(path, width=width, height=height, seed=seed, **options)  # type: ignore[arg-type]
     return path

@@ -370,6 +370,37 @@ class Classifier:
         )
 
 
+def read_checkpoint(path: Path, *, fmt: str, version: int, what: str, kind: str) -> dict:
+    """The dict stored in a mitoscope checkpoint of format ``fmt``.
+
+    ``what`` names the file in messages ("model file"), ``kind`` the model ("classifier").
+
+    Raises
+    ------
+    ModelLoadError
+        The file is missing, cannot be read, is not a ``fmt`` checkpoint, or is newer than
+        ``version``.
+    """
+    import torch
+
+    if not path.is_file():
+        raise ModelLoadError(f"{what} not found: {path}")
+    try:
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read {what} {path} ({exc.__class__.__name__}); it is corrupt or not a "
+            f"mitoscope {kind}"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise ModelLoadError(f"{path} is not a mitoscope {kind} checkpoint")
+    if int(blob.get("version", 0)) > version:
+        raise ModelLoadError(
+            f"{path} needs a newer mitoscope (checkpoint version {blob['version']})"
+        )
+    return blob
+
+
 def save_checkpoint(
     path: str | Path,
     *,
@@ -523,23 +554,11 @@ def load_classifier(
     from .registry import create_model, get_spec
 
     p = default_model_path() if path is None else Path(path)
-    if not p.is_file():
-        if path is None:
-            raise ModelLoadError(
-                f"the bundled default model is missing ({p}); reinstall mitoscope or pass --model"
-            )
-        raise ModelLoadError(f"model file not found: {p}")
-    try:
-        blob = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    if path is None and not p.is_file():
         raise ModelLoadError(
-            f"cannot read model file {p} ({exc.__class__.__name__}); it is corrupt or not a "
-            "mitoscope classifier"
-        ) from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelLoadError(f"{p} is not a mitoscope classifier checkpoint")
-    if int(blob.get("version", 0)) > VERSION:
-        raise ModelLoadError(f"{p} needs a newer mitoscope (checkpoint version {blob['version']})")
+            f"the bundled default model is missing ({p}); reinstall mitoscope or pass --model"
+        )
+    blob = read_checkpoint(p, fmt=FORMAT, version=VERSION, what="model file", kind="classifier")
     arch = str(blob.get("arch"))
     try:
         get_spec(arch)

@@ -205,21 +205,13 @@ def load_screen(path: str | Path | None = None, *, onnx: bool = True) -> Screen:
     ModelLoadError
         Missing, corrupt, not a screening model, or weights that do not fit the network.
     """
-    import torch
+
+    from .classifier import read_checkpoint
 
     p = default_screen_path() if path is None else Path(path)
-    if not p.is_file():
-        raise ModelLoadError(f"screening model not found: {p}")
-    try:
-        blob = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"cannot read screening model {p} ({exc.__class__.__name__}); it is corrupt"
-        ) from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelLoadError(f"{p} is not a mitoscope screening model")
-    if int(blob.get("version", 0)) > VERSION:
-        raise ModelLoadError(f"{p} needs a newer mitoscope (version {blob['version']})")
+    blob = read_checkpoint(
+        p, fmt=FORMAT, version=VERSION, what="screening model", kind="screening model"
+    )
     width = int(blob.get("width", 8))
     net = build_screen_net(width)
     try:

@@ -20,6 +20,9 @@ from ..errors import MissingMetadataError, RegionError, SlideOpenError
 from ..types import Region, SlideInfo
 from ..units import validate_mpp
 
+#: a thumbnail's source level larger than this (bytes of RGB) is read in bands of rows
+THUMBNAIL_READ_BYTES = 256 * 1024 * 1024
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".ome.tif", ".ome.tiff"}
 BACKENDS = ("auto", "openslide", "tiffslide", "image", "dicom")
@@ -129,7 +132,12 @@ class SlideReader(ABC):
         return np.clip(res + 0.5, 0, 255).astype(np.uint8)
 
     def get_thumbnail(self, max_size: int = 2048) -> np.ndarray:
-        """An RGB thumbnail whose longer side is at most ``max_size`` pixels."""
+        """An RGB thumbnail whose longer side is at most ``max_size`` pixels.
+
+        Read from the coarsest level that is still at least as large; a level larger than
+        :data:`THUMBNAIL_READ_BYTES` (a big single-level image) is read and shrunk in bands of
+        rows, so memory stays bounded whatever the slide size.
+        """
         from PIL import Image
 
         info = self.info
@@ -139,12 +147,29 @@ class SlideReader(ABC):
             if info.level_downsamples[lvl] <= max(scale, 1.0):
                 level = lvl
         lw, lh = info.level_dimensions[level]
-        img = self.read_region((0, 0), level, (lw, lh), clip=True)
-        if max(lw, lh) > max_size:
-            pil = Image.fromarray(img)
-            pil.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
-            img = np.asarray(pil)
-        return img
+        if max(lw, lh) <= max_size:
+            return self.read_region((0, 0), level, (lw, lh), clip=True)
+        f = max(lw, lh) / float(max_size)
+        tw, th = max(1, round(lw / f)), max(1, round(lh / f))
+        if lw * lh * 3 <= THUMBNAIL_READ_BYTES:
+            bands = [(0, lh)]
+        else:
+            rows = max(1, int(THUMBNAIL_READ_BYTES // (3 * lw)))
+            rows = max(int(math.ceil(f)), rows - rows % int(math.ceil(f)))
+            bands = [(y, min(lh, y + rows)) for y in range(0, lh, rows)]
+        out = np.empty((th, tw, 3), np.uint8)
+        for y0, y1 in bands:
+            o0, o1 = round(y0 * th / lh), round(y1 * th / lh)
+            if o1 <= o0:
+                continue
+            y = int(round(y0 * info.level_downsamples[level]))  # level-0 row of the band
+            band = self.read_region((0, y), level, (lw, y1 - y0), clip=True)
+            out[o0:o1] = np.asarray(
+                Image.fromarray(band).resize(
+                    (tw, o1 - o0), Image.Resampling.BILINEAR, reducing_gap=2.0
+                )
+            )
+        return out
 
     def __repr__(self) -> str:
         i = self.info
