@@ -174,7 +174,7 @@ def stage_split(path: Path, n_tiles: int) -> dict:
     the current path (read at 0.25 um/px, downsample + propose at 0.5, screen, classify the kept
     candidates with ONNX Runtime) and, on the same tiles, the previous path (propose at 0.25 um/px,
     classify every candidate with eager torch) as the baseline; plus one member's ms per crop in
-    torch float32, torch bfloat16 autocast and ONNX Runtime."""
+    torch float32, torch bfloat16 autocast and ONNX Runtime. One thread, as in a detect worker."""
     import numpy as np
     import torch
 
@@ -185,6 +185,7 @@ def stage_split(path: Path, n_tiles: int) -> dict:
     from mitoscope.pipeline import _downsample, _upscale_candidates
     from mitoscope.slide import detect_tissue, open_slide, plan_tiles
 
+    torch.set_num_threads(1)  # as in a detect worker process: one thread
     model_args, model_desc = common.benchmark_model()
     mpath = model_args[1] if model_args else None
     clf = load_classifier(mpath, device="cpu", backend="onnx")
@@ -381,6 +382,24 @@ def main(argv: list[str] | None = None) -> int:
             "| one classifier member, ms per crop: torch float32 / ONNX Runtime / torch bf16 "
             f"autocast | {pc['torch_float32']:.2f} / {pc['onnxruntime']:.2f} / "
             f"{pc['torch_bfloat16_autocast']:.2f} |"
+        )
+    if "stages" in out and "detect" in out:
+        st, e = out["stages"], out["detect"]
+        per_mm2 = e["summary"]["n_candidates"] / max(d["tissue_mm2"], 1e-9)
+        mit_mm2 = e["summary"]["n_mitoses"] / max(d["tissue_mm2"], 1e-9)
+        passes = per_mm2 + (st["atypical_views"] - 1) * mit_mm2
+        cpu_s = passes * st["ms_per_crop"]["onnxruntime"] / 1000.0
+        out["classifier_bound"] = {
+            "forward_passes_per_mm2": passes,
+            "cpu_s_per_mm2": cpu_s,
+            "max_mm2_per_s": args.workers / cpu_s,
+        }
+        print(
+            f"| classifier alone, lower bound | {per_mm2:.0f} candidates + "
+            f"{st['atypical_views'] - 1} x {mit_mm2:.0f} mitoses = {passes:.0f} forward passes "
+            f"per mm² x {st['ms_per_crop']['onnxruntime']:.2f} ms = {cpu_s:.2f} CPU-s per mm²: "
+            f"at most **{args.workers / cpu_s:.2f} mm²/s** on {args.workers} cores even if "
+            "reading, proposal and outputs were free |"
         )
     print(f"| load average start / end | {out['load_average_start']} / {out['load_average_end']} |")
     print(f"| machine | {out['machine']} |")

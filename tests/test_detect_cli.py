@@ -169,6 +169,8 @@ def test_unreadable_model_file(tmp_path: Path, capsys) -> None:
         (["--mpp", "0.25", "--threshold", "2"], "threshold"),
         (["--mpp", "0.25", "--proposer", "sam"], "--sam-checkpoint"),
         (["--mpp", "0.25", "--device", "tpu"], "--device"),
+        (["--mpp", "0.25", "--workers", "0"], "--workers must be a positive integer or auto"),
+        (["--mpp", "0.25", "--workers", "many"], "--workers must be a positive integer or auto"),
     ],
 )
 def test_bad_arguments_exit_2(
@@ -253,3 +255,11 @@ def test_sample_command_with_bundled_model(tmp_path: Path) -> None:
     assert main(["detect", "--sample", "--out", str(out), "--device", "cpu", "-q"]) == 0
     s = check_outputs(out, "cmu_small_region", width=2220, height=2967, mpp=0.499)
     assert math.isfinite(s["seconds"])
+
+
+def test_workers_auto_is_the_usable_cores_capped() -> None:
+    from mitoscope.pipeline import MAX_AUTO_WORKERS, resolve_workers, usable_cores
+
+    assert resolve_workers("auto") == min(usable_cores(), MAX_AUTO_WORKERS) >= 1
+    assert resolve_workers(" AUTO ") == resolve_workers("auto")
+    assert resolve_workers("3") == 3 and resolve_workers(2) == 2

@@ -750,10 +750,35 @@ def _classify_in_workers(classifier: Any, workers: int) -> bool:
     return workers > 1 and isinstance(classifier, Classifier) and getattr(dev, "type", "") == "cpu"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, int(cores or 1))
+
+
+#: ``--workers auto``: one process per usable core, at most this many (each holds a reader,
+#: the proposer and ONNX Runtime copies of the models, ~0.3 GB)
+MAX_AUTO_WORKERS = 8
+
+
+def resolve_workers(value: str | int) -> int:
+    """``--workers``: a positive integer, or ``auto`` (usable cores, at most
+    :data:`MAX_AUTO_WORKERS`)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return min(usable_cores(), MAX_AUTO_WORKERS)
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InvalidInputError(f"--workers must be a positive integer or auto, got {value!r}")
+    return n
+
+
 def _main_threads(workers: int) -> int:
     """Torch threads for the classifier while ``workers`` processes read and propose."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, int(cores or 1) - int(workers))
+    return max(1, usable_cores() - int(workers))
 
 
 def _detect(reader: SlideReader, **kw: Any) -> _Run:

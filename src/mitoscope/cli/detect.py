@@ -57,11 +57,12 @@ def detect(
     threshold: float = typer.Option(
         None, "--threshold", help="MF probability threshold (default: the model's validated one)."
     ),
-    workers: int = typer.Option(
-        1,
+    workers: str = typer.Option(
+        "auto",
         "--workers",
-        help="Processes: slides in parallel when there are several inputs, else tile reading "
-        "and proposal of the one input (1 = in process); Ray CPUs with --executor ray.",
+        help="Processes: slides in parallel when there are several inputs, else the tiles of "
+        "the one input (1 = all in this process); Ray CPUs with --executor ray. auto: the "
+        "usable CPU cores, at most 8.",
     ),
     executor: str = typer.Option(
         "local", "--executor", help="local | ray: where slides run (see docs/cohort.md)."
@@ -111,8 +112,10 @@ def detect(
         check_out_dir,
         detect_slide,
         output_stem,
+        resolve_workers,
     )
 
+    n_workers = resolve_workers(workers)
     paths = list(inputs or [])
     if sample or not paths:
         from ..data import sample_slide
@@ -123,7 +126,7 @@ def detect(
         overlap_um=overlap_um,
         threshold=threshold,
         batch_size=batch_size,
-        workers=workers,
+        workers=n_workers,
         report=not no_report,
         cascade=(model is None or screen_model is not None) if cascade is None else cascade,
         propose_mpp=propose_mpp,
@@ -137,7 +140,7 @@ def detect(
         sam_variant=sam_variant,
         device=None if dev == "auto" else dev,
     )
-    if workers > 1 and getattr(prop, "name", "") == "sam":
+    if n_workers > 1 and getattr(prop, "name", "") == "sam":
         # the SAM model is large and GPU-bound: propose in the main process
         config = replace(config, workers=1)
     classifier = _load_classifier(model, dev)
@@ -151,7 +154,7 @@ def detect(
 
         code = detect_cohort(
             paths, out_dir=out_dir, proposer=prop, classifier=classifier, config=config,
-            mpp=mpp, executor=executor, workers=workers, address=address, resume=resume,
+            mpp=mpp, executor=executor, workers=n_workers, address=address, resume=resume,
             quiet=quiet,
         )  # fmt: skip
         if code:
