@@ -22,6 +22,8 @@ from ..units import validate_mpp
 
 #: a thumbnail's source level larger than this (bytes of RGB) is read in bands of rows
 THUMBNAIL_READ_BYTES = 256 * 1024 * 1024
+#: ... and then shrunk once to this size (longer side) and kept for later thumbnails
+BANDED_THUMBNAIL_PX = 2048
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".ome.tif", ".ome.tiff"}
@@ -136,7 +138,8 @@ class SlideReader(ABC):
 
         Read from the coarsest level that is still at least as large; a level larger than
         :data:`THUMBNAIL_READ_BYTES` (a big single-level image) is read and shrunk in bands of
-        rows, so memory stays bounded whatever the slide size.
+        rows, so memory stays bounded whatever the slide size; that pass runs once per reader
+        (the result, :data:`BANDED_THUMBNAIL_PX` on its longer side, serves later calls).
         """
         from PIL import Image
 
@@ -149,6 +152,29 @@ class SlideReader(ABC):
         lw, lh = info.level_dimensions[level]
         if max(lw, lh) <= max_size:
             return self.read_region((0, 0), level, (lw, lh), clip=True)
+        if lw * lh * 3 > THUMBNAIL_READ_BYTES:
+            # a whole pass over a big level: done once, at a size later calls can shrink
+            cached = getattr(self, "_banded_thumb", None)
+            if cached is None or cached[0] != level or max(cached[1].shape[:2]) < max_size:
+                big = max(max_size, BANDED_THUMBNAIL_PX)
+                self._banded_thumb = (level, self._thumbnail_of_level(level, big))
+            thumb = self._banded_thumb[1]
+            if max(thumb.shape[:2]) == max_size:
+                return thumb
+            f = max(thumb.shape[:2]) / float(max_size)
+            size = (max(1, round(thumb.shape[1] / f)), max(1, round(thumb.shape[0] / f)))
+            return np.asarray(
+                Image.fromarray(thumb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            )
+        return self._thumbnail_of_level(level, max_size)
+
+    def _thumbnail_of_level(self, level: int, max_size: int) -> np.ndarray:
+        """``level`` shrunk to ``max_size`` px on its longer side, read in bands of rows
+        of at most :data:`THUMBNAIL_READ_BYTES`."""
+        from PIL import Image
+
+        info = self.info
+        lw, lh = info.level_dimensions[level]
         f = max(lw, lh) / float(max_size)
         tw, th = max(1, round(lw / f)), max(1, round(lh / f))
         if lw * lh * 3 <= THUMBNAIL_READ_BYTES:
