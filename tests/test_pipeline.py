@@ -400,3 +400,21 @@ def test_mask_at_bbox_is_a_nearest_neighbour_resize() -> None:
         bh, bw = bbox[3] - bbox[1], bbox[2] - bbox[0]
         ref = resize(m, (bh, bw), order=0, anti_aliasing=False) > 0.5
         np.testing.assert_array_equal(mask_at_bbox(m, np.array(bbox)), ref)
+
+
+def test_workers_from_a_script_without_main_guard_explain_themselves(tmp_path: Path) -> None:
+    """forkserver workers import the calling script: without a __main__ guard they cannot
+    start, and the error says what to do instead of a bare BrokenPipeError."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "from mitoscope.data import sample_slide\n"
+        "from mitoscope.pipeline import DetectConfig, detect_slide\n"
+        "detect_slide(sample_slide(), config=DetectConfig(workers=2, report=False), "
+        "progress=False)\n"
+    )
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert 'if __name__ == "__main__":' in res.stderr.strip().splitlines()[-1]
