@@ -318,3 +318,23 @@ def test_thumbnail_of_a_big_single_level_image_is_read_in_bands(tmp_path, monkey
     same = np.asarray(Image.fromarray(banded).resize((300, 205), Image.Resampling.BILINEAR))
     diff = np.abs(same.astype(int) - whole.astype(int))
     assert diff.mean() < 2.0  # the same picture, up to resampling at band seams
+
+
+@pytest.mark.parametrize("slide_mpp", [0.5, 0.23, 0.2, 1.0, 0.1])
+def test_read_region_mpp_resamples_like_bilinear_interpolation(slide_mpp: float) -> None:
+    """Pillow's resampler (fast) matches scikit-image's bilinear resize to the pixel."""
+    from skimage.transform import resize
+
+    img = synthetic_he(300, 340, seed=2)
+    s = ArraySlide(img, mpp=slide_mpp)
+    out = s.read_region_mpp(Region(0, 0, 340, 300), 0.25)
+    want_w, want_h = round(340 * slide_mpp / 0.25), round(300 * slide_mpp / 0.25)
+    assert out.shape == (want_h, want_w, 3) and out.dtype == np.uint8 and out.flags.writeable
+    shrink = want_w < 340
+    ref = resize(img, (want_h, want_w), order=1, preserve_range=True, anti_aliasing=shrink)
+    ref = np.clip(ref + 0.5, 0, 255).astype(np.uint8)
+    delta = np.abs(out.astype(int) - ref.astype(int))[2:-2, 2:-2]  # edges: padding differs
+    if slide_mpp >= 0.25 or slide_mpp / 0.25 >= 0.75:  # point-sampled bilinear
+        assert delta.max() <= 2 and delta.mean() < 0.5
+    else:  # a strong shrink: both anti-alias, with different filters
+        assert delta.mean() < 4.0
