@@ -365,16 +365,39 @@ def _iter_tiles(
             )
         return
     import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     path = reader.info.path
     source: Any = path if path.exists() and reader.info.backend != "array" else reader
     ctx = mp.get_context("spawn" if os.name == "nt" else "forkserver")
+    args = (work_mpp, propose_mpp, mf_threshold, params)  # _worker_tile's, after the tile
     try:
-        yield from _pooled_tiles(
-            ctx, workers, tiles, source, reader.info.mpp, proposer, screen, classifier,
-            (work_mpp, propose_mpp, mf_threshold, params),
-        )  # fmt: skip
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(
+                source,
+                reader.info.mpp,
+                proposer,
+                _for_workers(screen),
+                _for_workers(classifier),
+            ),
+        ) as pool:
+            pending: deque = deque()
+            it = iter(tiles)
+            for tile in it:
+                pending.append(pool.submit(_worker_tile, tile, *args))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                work = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_worker_tile, nxt, *args))
+                yield work
     except (BrokenPipeError, BrokenProcessPool) as exc:
         raise RuntimeError(
             f"a tile worker process died or could not start ({exc.__class__.__name__}). When "
@@ -382,42 +405,6 @@ def _iter_tiles(
             '`if __name__ == "__main__":` (the workers import the script); a worker killed '
             "for lack of memory ends the same way: try fewer --workers"
         ) from exc
-
-
-def _pooled_tiles(
-    ctx: Any,
-    workers: int,
-    tiles: list[Tile],
-    source: Any,
-    mpp: float,
-    proposer: Any,
-    screen: Any,
-    classifier: Any,
-    args: tuple[Any, ...],
-) -> Iterator[TileWork]:
-    """:func:`_iter_tiles` in ``workers`` processes (``args``: :func:`_worker_tile`'s, after
-    the tile)."""
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=ctx,
-        initializer=_worker_init,
-        initargs=(source, mpp, proposer, _for_workers(screen), _for_workers(classifier)),
-    ) as pool:
-        pending: deque = deque()
-        it = iter(tiles)
-        for tile in it:
-            pending.append(pool.submit(_worker_tile, tile, *args))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            work = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_worker_tile, nxt, *args))
-            yield work
 
 
 # ------------------------------------------------------------------------------ classification

@@ -205,7 +205,6 @@ def load_screen(path: str | Path | None = None, *, onnx: bool = True) -> Screen:
     ModelLoadError
         Missing, corrupt, not a screening model, or weights that do not fit the network.
     """
-
     from .classifier import read_checkpoint
 
     p = default_screen_path() if path is None else Path(path)
