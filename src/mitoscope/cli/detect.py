@@ -60,6 +60,7 @@ def detect(
     workers: str = typer.Option(
         "auto",
         "--workers",
+        metavar="N|auto",
         help="Processes: slides in parallel when there are several inputs, else the tiles of "
         "the one input (1 = all in this process); Ray CPUs with --executor ray. auto: the "
         "usable CPU cores, at most 8.",
