@@ -518,6 +518,17 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
+def resolve_backend(backend: str | None = "auto") -> str:
+    """``auto``, ``torch`` or ``onnx``: the CPU inference backend asked for (``auto`` defers
+    to the ``MITOSCOPE_BACKEND`` environment variable); classifier and screen share it."""
+    want = (backend or "auto").strip().lower()
+    if want == "auto":
+        want = os.environ.get("MITOSCOPE_BACKEND", "auto").strip().lower() or "auto"
+    if want not in ("auto", "torch", "onnx"):
+        raise InvalidInputError(f"unknown classifier backend {backend!r}; use auto, torch or onnx")
+    return want
+
+
 def ort_session(graph: bytes, *, threads: int = 1) -> Any:
     """A quiet CPU ONNX Runtime session on ``threads`` intra-op threads."""
     import onnxruntime as ort
@@ -594,11 +605,7 @@ def load_classifier(
         cpu_bf16 = arch == "omgnet_resnet18" and cpu_has_native_bf16()
     card = dict(blob.get("card") or {})
     uses_mask = bool(kwargs.get("use_mask", True))
-    want = (backend or "auto").strip().lower()
-    if want == "auto":
-        want = os.environ.get("MITOSCOPE_BACKEND", "auto").strip().lower() or "auto"
-    if want not in ("auto", "torch", "onnx"):
-        raise InvalidInputError(f"unknown classifier backend {backend!r}; use auto, torch or onnx")
+    want = resolve_backend(backend)
     use_onnx = dev.type == "cpu" and (
         want == "onnx" or (want == "auto" and not cpu_bf16 and onnx_available())
     )

@@ -177,11 +177,9 @@ class Screen:
 
 
 def _onnx_ok() -> bool:
-    from .classifier import onnx_available
+    from .classifier import onnx_available, resolve_backend
 
-    if os.environ.get("MITOSCOPE_BACKEND", "").strip().lower() == "torch":
-        return False
-    return onnx_available()
+    return resolve_backend() != "torch" and onnx_available()
 
 
 def _export(net: Any, size: int) -> bytes:

@@ -282,7 +282,9 @@ def run_cohort(
         cfg = replace(cfg, workers=1)  # parallel over slides, not tiles: no nested pools
     threads = None
     if n_slide_workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // n_slide_workers)
+        from ..pipeline import usable_cores
+
+        threads = max(1, usable_cores() // n_slide_workers)
     models = Models(
         proposer=proposer, classifier=classifier, config=cfg, mpp=mpp, torch_threads=threads
     )
