@@ -93,4 +93,105 @@ def flip_rotate(
     return np.ascontiguousarray(out)
 
 
-__all__ = ["SKIMAGE_TO_OD", "flip_rotate", "hed_jitter"]
+#: the domain augmentations :func:`domain_augment` knows (each applied with probability ``p``)
+DOMAIN_AUGMENTATIONS = ("scale", "blur", "jpeg", "color")
+
+
+def domain_augment(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    ops: tuple[str, ...] | list[str] = DOMAIN_AUGMENTATIONS,
+    p: float = 0.5,
+    mpp: float = 0.25,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Imitate other scanners, resolutions, preparations and stains on one patch.
+
+    Each op in ``ops`` is applied with probability ``p``:
+
+    - ``"scale"``: the scan's true pixel size drawn log-uniformly in [0.23, 0.5] um/px: the patch
+      is reduced to that resolution and read back at ``mpp`` (as a 20x slide is read at 40x),
+      plus a +-10 % zoom (scanners' pixel-size metadata differ); the mask is zoomed with it.
+    - ``"blur"``: Gaussian blur, sigma up to 1.5 px (focus, frozen sections).
+    - ``"jpeg"``: JPEG compression at quality 30-90 (scanners' tile codecs).
+    - ``"color"``: brightness, contrast and saturation x[0.75, 1.25], hue shift +-0.04 turns
+      (other stains and scanners' colour profiles).
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8
+    mask : (H, W) bool, optional
+        Candidate mask, transformed with the geometry.
+    mpp : float
+        Pixel size of ``image`` (um/px).
+
+    Returns
+    -------
+    (image, mask)
+    """
+    import io
+
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    unknown = sorted(set(ops) - set(DOMAIN_AUGMENTATIONS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown augmentation(s) {', '.join(unknown)}; known: {', '.join(DOMAIN_AUGMENTATIONS)}"
+        )
+    gen = np.random.default_rng(rng)
+    arr = np.asarray(image)
+    h, w = arr.shape[:2]
+    im = Image.fromarray(arr)
+    msk = mask
+    if "scale" in ops and gen.random() < p:
+        zoom = float(np.exp(gen.uniform(np.log(0.9), np.log(1.1))))
+        if abs(zoom - 1) > 1e-3:
+            zw, zh = max(1, round(w * zoom)), max(1, round(h * zoom))
+            big = im.resize((zw, zh), Image.BILINEAR)
+            x0, y0 = (zw - w) // 2, (zh - h) // 2
+            if zoom >= 1:
+                im = big.crop((x0, y0, x0 + w, y0 + h))
+            else:  # smaller: reflect-pad back to the patch size
+                a = np.asarray(big)
+                py, px = h - zh, w - zw
+                a = np.pad(
+                    a, ((py // 2, py - py // 2), (px // 2, px - px // 2), (0, 0)), mode="reflect"
+                )
+                im = Image.fromarray(a)
+            if msk is not None:
+                mm = Image.fromarray(np.asarray(msk, dtype=np.uint8) * 255).resize(
+                    (zw, zh), Image.NEAREST
+                )
+                if zoom >= 1:
+                    msk = np.asarray(mm.crop((x0, y0, x0 + w, y0 + h))) > 127
+                else:
+                    b = np.asarray(mm) > 127
+                    py, px = h - zh, w - zw
+                    msk = np.pad(b, ((py // 2, py - py // 2), (px // 2, px - px // 2)))
+        true_mpp = float(np.exp(gen.uniform(np.log(0.23), np.log(0.5))))
+        f = mpp / true_mpp
+        if f < 0.95:
+            small = im.resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR)
+            im = small.resize((w, h), Image.BILINEAR)
+    if "blur" in ops and gen.random() < p:
+        im = im.filter(ImageFilter.GaussianBlur(radius=float(gen.uniform(0.3, 1.5))))
+    if "color" in ops and gen.random() < p:
+        for enh in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            im = enh(im).enhance(float(gen.uniform(0.75, 1.25)))
+        hsv = np.asarray(im.convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(gen.uniform(-0.04, 0.04) * 255)) % 256
+        im = Image.fromarray(hsv, "HSV").convert("RGB")
+    if "jpeg" in ops and gen.random() < p:
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=int(gen.integers(30, 91)))
+        buf.seek(0)
+        with Image.open(buf) as j:
+            im = j.convert("RGB")
+    out = np.asarray(im, dtype=np.uint8)
+    if msk is not None:
+        msk = np.asarray(msk, dtype=bool)
+    return out, msk
+
+
+__all__ = ["DOMAIN_AUGMENTATIONS", "SKIMAGE_TO_OD", "domain_augment", "flip_rotate", "hed_jitter"]

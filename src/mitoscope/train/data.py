@@ -42,18 +42,29 @@ def mf_sample_weights(
     """Sampling weights for the MF-vs-non-MF stage.
 
     Positives and negatives get total mass ``1 : neg_ratio`` (Ji et al.); within each class,
-    every domain group (scanner / dataset) gets the same mass when ``domain_balanced`` (Fick
-    et al.); hard negatives (labelled imposters) count as negatives.
+    each training source (``samples.source``) gets a share proportional to its weight
+    (``samples.meta["source_weights"]``, default 1; one source when the column is empty), and
+    within a source every domain group (scanner / dataset) gets the same mass when
+    ``domain_balanced`` (Fick et al.); hard negatives (labelled imposters) count as negatives.
     """
     y = samples.is_mf.astype(bool)
+    src = np.asarray(samples.source, dtype=str)
+    sweights = dict(samples.meta.get("source_weights") or {})
     w = np.zeros(len(y))
     for cls, mass in ((True, 1.0), (False, float(neg_ratio))):
         sel = y == cls
         if not sel.any():
             continue
-        groups = samples.group[sel] if domain_balanced else np.zeros(sel.sum())
-        ug, inv, cnt = np.unique(groups, return_inverse=True, return_counts=True)
-        w[sel] = mass / len(ug) / cnt[inv]
+        names, s_inv = np.unique(src[sel], return_inverse=True)
+        share = np.array([float(sweights.get(n, 1.0)) for n in names])
+        share = share / share.sum()
+        wc = np.zeros(int(sel.sum()))
+        for k in range(len(names)):
+            mine = s_inv == k
+            groups = samples.group[sel][mine] if domain_balanced else np.zeros(mine.sum())
+            ug, inv, cnt = np.unique(groups, return_inverse=True, return_counts=True)
+            wc[mine] = mass * share[k] / len(ug) / cnt[inv]
+        w[sel] = wc
     return w / w.sum()
 
 
@@ -76,7 +87,8 @@ def atypical_sample_weights(samples: SampleSet, *, domain_balanced: bool = True)
 class PatchDataset:
     """Map-style dataset: augmented ``(image, mask, targets)`` for a model input size.
 
-    Augmentation (when ``augment``): random shift of up to ``shift_px``, Tellez HED jitter
+    Augmentation (when ``augment``): random shift of up to ``shift_px``, the domain
+    augmentations ``domain_ops`` (:func:`mitoscope.stain.augment.domain_augment`), Tellez HED jitter
     (``stain_sigma``; 0 disables), horizontal flip p=0.4 and a random 90-degree rotation.
     """
 
@@ -89,6 +101,9 @@ class PatchDataset:
         stain_sigma: float = 0.14,
         shift_px: int = 4,
         seed: int = 0,
+        domain_ops: tuple[str, ...] = (),
+        domain_p: float = 0.5,
+        input_mpp: float = 0.25,
     ) -> None:
         if samples.patches.shape[1] < size_px:
             raise InvalidInputError(
@@ -100,6 +115,9 @@ class PatchDataset:
         self.stain_sigma = float(stain_sigma)
         self.shift = int(shift_px) if augment else 0
         self.rng = np.random.default_rng(seed)
+        self.domain_ops = tuple(domain_ops)
+        self.domain_p = float(domain_p)
+        self.input_mpp = float(input_mpp)
 
     def __len__(self) -> int:
         return len(self.s)
@@ -121,6 +139,12 @@ class PatchDataset:
         img = s.patches[i, y0 : y0 + self.size, x0 : x0 + self.size]
         msk = s.masks[i, y0 : y0 + self.size, x0 : x0 + self.size]
         if self.augment:
+            if self.domain_ops:
+                from ..stain.augment import domain_augment
+
+                img, msk = domain_augment(
+                    img, msk, ops=self.domain_ops, p=self.domain_p, mpp=self.input_mpp, rng=self.rng
+                )
             if self.stain_sigma > 0:
                 img = hed_jitter(img, sigma=self.stain_sigma, rng=self.rng)
             both = np.concatenate([img, msk[..., None].astype(np.uint8)], axis=-1)

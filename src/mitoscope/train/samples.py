@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import InvalidInputError
 
 KIND_CENTRE, KIND_MF_NEIGHBOUR, KIND_IMPOSTER, KIND_CANDIDATE = 0, 1, 2, 3
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the ``source`` column
 
 
 @dataclass
@@ -48,6 +48,13 @@ class SampleSet:
     slide: np.ndarray  # (N,) str: "<dataset>/<slide>"
     group: np.ndarray  # (N,) str: scanner / dataset domain
     meta: dict[str, Any] = field(default_factory=dict)
+    # (N,) str: the training source (``[[train.sources]]`` name; "" for a single source). Its
+    # sampling weight is ``meta["source_weights"][name]`` (see train.data.mf_sample_weights).
+    source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = np.full(len(self.is_mf), "", dtype="<U1")
 
     def __len__(self) -> int:
         return len(self.is_mf)
@@ -71,6 +78,7 @@ _ARRAYS = (
     "crop",
     "slide",
     "group",
+    "source",
 )
 
 
@@ -170,11 +178,10 @@ def build_amibr_samples(
         ``False``-y string ``"none"`` disables caching.
     """
     from PIL import Image
-    from skimage.transform import rescale
     from tqdm.auto import tqdm
 
     from ..candidates import get_proposer
-    from ..classify.patches import disc_mask, extract_patches, paste_mask
+    from ..classify.patches import disc_mask
 
     root = Path(root)
     if not root.is_dir():
@@ -199,11 +206,9 @@ def build_amibr_samples(
     subtypes = sorted({str(s) for s in df["expert1_label"].dropna()})
     sub_index = {s: i for i, s in enumerate(subtypes)}
     prop = get_proposer(proposer)
-    exclusion_px = exclusion_um / mpp
-    match_px = match_um / mpp
     disc = disc_mask(size_px, 3.0 / mpp)
 
-    cols: dict[str, list[Any]] = {k: [] for k in _ARRAYS}
+    cols: dict[str, list[Any]] = {k: [] for k in _ARRAYS if k != "source"}
     n_fallback = 0
     n_centre_matched = 0
     for ci, row in enumerate(
@@ -216,91 +221,29 @@ def build_amibr_samples(
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"cannot read training crop {path}: {exc}") from None
         scale = crop_mpp / mpp
-        if abs(scale - 1.0) > 1e-3:
-            img = rescale(
-                img, scale, order=1, channel_axis=-1, preserve_range=True, anti_aliasing=False
-            )
-            img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        img = _resample(img, scale)
         cy, cx = 64.0 * scale, 64.0 * scale
-        cands = prop.propose(img, mpp=mpp)
-        points: list[tuple[float, float, int]] = [(cx, cy, KIND_CENTRE)]
+        votes = [bool(getattr(row, f"expert{i}_atypical")) for i in (1, 2, 3)]
+        lab = 1 if str(row.label).lower().startswith("atyp") else 0
+        st = getattr(row, "expert1_label", None)
+        pts = [LabelPoint(cx, cy, KIND_CENTRE, lab, sum(v == bool(lab) for v in votes) / 3.0,
+                          sub_index.get(str(st), -1))]  # fmt: skip
         for cls, dx, dy, nid in neigh.get(Path(str(row.file)).name, []):
             if cls == "MF":
                 if nid in centre_ids:
                     continue  # that figure is its own crop's centre sample
-                points.append((cx + dx * scale, cy + dy * scale, KIND_MF_NEIGHBOUR))
+                pts.append(LabelPoint(cx + dx * scale, cy + dy * scale, KIND_MF_NEIGHBOUR))
             else:
-                points.append((cx + dx * scale, cy + dy * scale, KIND_IMPOSTER))
-        mf_pts = np.array([(x, y) for x, y, k in points if k != KIND_IMPOSTER], dtype=np.float64)
-        all_pts = np.array([(x, y) for x, y, _ in points], dtype=np.float64)
-        cxy = np.stack([cands.x_px, cands.y_px], axis=1) if len(cands) else np.zeros((0, 2))
-        # labelled points: patch centred on the label, mask from the nearest proposer object
-        px_x = np.array([p[0] for p in points])
-        px_y = np.array([p[1] for p in points])
-        pts_patches, _ = extract_patches(img, px_x, px_y, size_px)
-        half = size_px // 2
-        for j, (x, y, kind) in enumerate(points):
-            m = np.zeros((size_px, size_px), dtype=bool)
-            matched = False
-            if len(cands):
-                d = np.hypot(cxy[:, 0] - x, cxy[:, 1] - y)
-                k = int(np.argmin(d))
-                if d[k] <= match_px:
-                    b = cands.bbox[k]
-                    paste_mask(
-                        m,
-                        cands.masks[k],
-                        int(b[0]) - (int(round(x)) - half),
-                        int(b[1]) - (int(round(y)) - half),
-                    )
-                    matched = True
-            if not matched:
-                m = disc.copy()
-                n_fallback += 1
-            elif kind == KIND_CENTRE:
-                n_centre_matched += 1
-            cols["patches"].append(pts_patches[j])
-            cols["masks"].append(m)
-            cols["is_mf"].append(0 if kind == KIND_IMPOSTER else 1)
-            if kind == KIND_CENTRE:
-                votes = [bool(getattr(row, f"expert{i}_atypical")) for i in (1, 2, 3)]
-                lab = 1 if str(row.label).lower().startswith("atyp") else 0
-                cols["atypical"].append(lab)
-                cols["agreement"].append(sum(v == bool(lab) for v in votes) / 3.0)
-                st = getattr(row, "expert1_label", None)
-                cols["subtype"].append(sub_index.get(str(st), -1))
-            else:
-                cols["atypical"].append(-1)
-                cols["agreement"].append(1.0)
-                cols["subtype"].append(-1)
-            cols["kind"].append(kind)
-        # negatives: every other proposer object far from all labelled MFs and imposters
-        if len(cands):
-            dmf = np.min(
-                np.hypot(
-                    cxy[:, None, 0] - mf_pts[None, :, 0], cxy[:, None, 1] - mf_pts[None, :, 1]
-                ),
-                axis=1,
-            )
-            dall = np.min(
-                np.hypot(
-                    cxy[:, None, 0] - all_pts[None, :, 0], cxy[:, None, 1] - all_pts[None, :, 1]
-                ),
-                axis=1,
-            )
-            keep = (dmf > exclusion_px) & (dall > match_px)
-            if keep.any():
-                sub = cands.filter(keep)
-                p, m = extract_patches(img, sub.x_px, sub.y_px, size_px, candidates=sub)
-                for j in range(len(sub)):
-                    cols["patches"].append(p[j])
-                    cols["masks"].append(m[j])
-                    cols["is_mf"].append(0)
-                    cols["atypical"].append(-1)
-                    cols["agreement"].append(1.0)
-                    cols["subtype"].append(-1)
-                    cols["kind"].append(KIND_CANDIDATE)
-        n_new = len(cols["kind"]) - len(cols["crop"])
+                pts.append(LabelPoint(cx + dx * scale, cy + dy * scale, KIND_IMPOSTER))
+        part, stats = labelled_image_samples(
+            img, pts, mpp=mpp, size_px=size_px, proposer=prop, exclusion_um=exclusion_um,
+            match_um=match_um, disc=disc,
+        )  # fmt: skip
+        n_fallback += stats["mask_fallbacks"]
+        n_centre_matched += stats["centres_matched_by_proposer"]
+        for k, v in part.items():
+            cols[k].extend(v)
+        n_new = len(part["kind"])
         cols["crop"].extend([ci] * n_new)
         cols["slide"].extend([f"{row.dataset}/{row.slide}"] * n_new)
         cols["group"].extend([group] * n_new)
@@ -334,6 +277,138 @@ def build_amibr_samples(
     return samples
 
 
+@dataclass
+class LabelPoint:
+    """A labelled object in an image (pixel coordinates at the model pixel size).
+
+    ``kind`` is ``KIND_CENTRE`` / ``KIND_MF_NEIGHBOUR`` (mitotic figures) or ``KIND_IMPOSTER``;
+    ``emit=False`` points give no sample but still exclude nearby candidates from the negatives
+    (labels just outside a window of a larger image).
+    """
+
+    x: float
+    y: float
+    kind: int
+    atypical: int = -1
+    agreement: float = 1.0
+    subtype: int = -1
+    emit: bool = True
+
+
+def labelled_image_samples(
+    img: np.ndarray,
+    points: list[LabelPoint],
+    *,
+    mpp: float = 0.25,
+    size_px: int = 100,
+    proposer: Any = "classical",
+    exclusion_um: float = 7.5,
+    match_um: float = 4.0,
+    disc: np.ndarray | None = None,
+    candidate_ok: Any = None,
+) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    """Samples of one exhaustively labelled image (or crop, or window of a slide).
+
+    ``img`` is already at ``mpp`` (the model's pixel size) and ``points`` are in its pixels.
+    Every emitted labelled point gives a patch centred on it (its mask: the proposer object
+    nearest to it within ``match_um``, else a disc of radius 3 um). Negatives are every
+    other proposer object more than ``exclusion_um`` from all labelled mitotic figures and more
+    than ``match_um`` from every labelled point (imposters included); ``candidate_ok(x, y)``
+    (boolean array) can restrict them further (e.g. to a window's core).
+
+    Returns the columns ``patches, masks, is_mf, atypical, agreement, subtype, kind`` (lists,
+    labelled points first) and the counts ``mask_fallbacks``, ``centres_matched_by_proposer``.
+    """
+    from ..candidates import get_proposer
+    from ..classify.patches import disc_mask, extract_patches, paste_mask
+
+    prop = get_proposer(proposer) if isinstance(proposer, str) else proposer
+    if disc is None:
+        disc = disc_mask(size_px, 3.0 / mpp)
+    exclusion_px = exclusion_um / mpp
+    match_px = match_um / mpp
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("patches", "masks", "is_mf", "atypical", "agreement", "subtype", "kind")
+    }
+    stats = {"mask_fallbacks": 0, "centres_matched_by_proposer": 0}
+    cands = prop.propose(img, mpp=mpp)
+    emit = [p for p in points if p.emit]
+    mf_pts = np.array(
+        [(p.x, p.y) for p in points if p.kind != KIND_IMPOSTER], dtype=np.float64
+    ).reshape(-1, 2)
+    all_pts = np.array([(p.x, p.y) for p in points], dtype=np.float64).reshape(-1, 2)
+    cxy = np.stack([cands.x_px, cands.y_px], axis=1) if len(cands) else np.zeros((0, 2))
+    # labelled points: patch centred on the label, mask from the nearest proposer object
+    if emit:
+        px_x = np.array([p.x for p in emit])
+        px_y = np.array([p.y for p in emit])
+        pts_patches, _ = extract_patches(img, px_x, px_y, size_px)
+    half = size_px // 2
+    for j, pt in enumerate(emit):
+        x, y, kind = pt.x, pt.y, pt.kind
+        m = np.zeros((size_px, size_px), dtype=bool)
+        matched = False
+        if len(cands):
+            d = np.hypot(cxy[:, 0] - x, cxy[:, 1] - y)
+            k = int(np.argmin(d))
+            if d[k] <= match_px:
+                b = cands.bbox[k]
+                paste_mask(
+                    m,
+                    cands.masks[k],
+                    int(b[0]) - (int(round(x)) - half),
+                    int(b[1]) - (int(round(y)) - half),
+                )
+                matched = True
+        if not matched:
+            m = disc.copy()
+            stats["mask_fallbacks"] += 1
+        elif kind == KIND_CENTRE:
+            stats["centres_matched_by_proposer"] += 1
+        cols["patches"].append(pts_patches[j])
+        cols["masks"].append(m)
+        cols["is_mf"].append(0 if kind == KIND_IMPOSTER else 1)
+        cols["atypical"].append(pt.atypical if kind != KIND_IMPOSTER else -1)
+        cols["agreement"].append(pt.agreement)
+        cols["subtype"].append(pt.subtype)
+        cols["kind"].append(kind)
+    # negatives: every other proposer object far from all labelled MFs and imposters
+    if len(cands):
+        if len(mf_pts):
+            dmf = np.min(
+                np.hypot(
+                    cxy[:, None, 0] - mf_pts[None, :, 0], cxy[:, None, 1] - mf_pts[None, :, 1]
+                ),
+                axis=1,
+            )
+        else:
+            dmf = np.full(len(cxy), np.inf)
+        if len(all_pts):
+            dall = np.min(
+                np.hypot(
+                    cxy[:, None, 0] - all_pts[None, :, 0], cxy[:, None, 1] - all_pts[None, :, 1]
+                ),
+                axis=1,
+            )
+        else:
+            dall = np.full(len(cxy), np.inf)
+        keep = (dmf > exclusion_px) & (dall > match_px)
+        if candidate_ok is not None:
+            keep &= np.asarray(candidate_ok(cxy[:, 0], cxy[:, 1]), dtype=bool)
+        if keep.any():
+            sub = cands.filter(keep)
+            p, m = extract_patches(img, sub.x_px, sub.y_px, size_px, candidates=sub)
+            for j in range(len(sub)):
+                cols["patches"].append(p[j])
+                cols["masks"].append(m[j])
+                cols["is_mf"].append(0)
+                cols["atypical"].append(-1)
+                cols["agreement"].append(1.0)
+                cols["subtype"].append(-1)
+                cols["kind"].append(KIND_CANDIDATE)
+    return cols, stats
+
+
 def save_samples(samples: SampleSet, path: str | Path) -> Path:
     """Write a :class:`SampleSet` to an ``.npz`` file (atomically)."""
     import json
@@ -353,4 +428,193 @@ def load_samples(path: str | Path) -> SampleSet:
     import json
 
     with np.load(path, allow_pickle=False) as z:
-        return SampleSet(**{k: z[k] for k in _ARRAYS}, meta=json.loads(str(z["meta"])))
+        # files written before the ``source`` column get the default (one unnamed source)
+        return SampleSet(
+            **{k: z[k] for k in _ARRAYS if k in z.files}, meta=json.loads(str(z["meta"]))
+        )
+
+
+def _resample(img: np.ndarray, scale: float) -> np.ndarray:
+    """Resample an RGB image by ``scale`` (bilinear), as the AMi-Br crops are."""
+    from skimage.transform import rescale
+
+    if abs(scale - 1.0) <= 1e-3:
+        return img
+    out = rescale(img, scale, order=1, channel_axis=-1, preserve_range=True, anti_aliasing=False)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def negative_image_samples(
+    images: list[tuple[str | Path, float, str, str]],
+    *,
+    mpp: float = 0.25,
+    size_px: int = 100,
+    proposer: str = "classical",
+    progress: bool = True,
+    source: str = "negative images",
+) -> SampleSet:
+    """Samples of images in which **every** candidate is a negative (ordinary tissue).
+
+    Parameters
+    ----------
+    images : list of (path, image_mpp, group, slide)
+        Each image with its pixel size (um/px), its domain group (sampling balance) and its
+        slide name (slide-grouped splits).
+    mpp, size_px, proposer
+        As :func:`build_amibr_samples`; images are resampled to ``mpp`` first.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ..candidates import get_proposer
+    from ..classify.patches import extract_patches
+
+    prop = get_proposer(proposer)
+    cols: dict[str, list[Any]] = {k: [] for k in _ARRAYS}
+    n_px = 0.0
+    for ci, (path, img_mpp, group, slide) in enumerate(
+        tqdm(images, desc="negative images", disable=not progress)
+    ):
+        try:
+            with Image.open(path) as im:
+                img = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read negative image {path}: {exc}") from None
+        if not img_mpp or not 0.05 <= float(img_mpp) <= 10:
+            raise InvalidInputError(f"{path}: pixel size {img_mpp!r} um/px is not plausible")
+        img = _resample(img, float(img_mpp) / mpp)
+        n_px += img.shape[0] * img.shape[1]
+        cands = prop.propose(img, mpp=mpp)
+        if not len(cands):
+            continue
+        p, m = extract_patches(img, cands.x_px, cands.y_px, size_px, candidates=cands)
+        n = len(cands)
+        cols["patches"].extend(p)
+        cols["masks"].extend(m)
+        cols["is_mf"].extend([0] * n)
+        cols["atypical"].extend([-1] * n)
+        cols["agreement"].extend([1.0] * n)
+        cols["subtype"].extend([-1] * n)
+        cols["kind"].extend([KIND_CANDIDATE] * n)
+        cols["crop"].extend([ci] * n)
+        cols["slide"].extend([slide] * n)
+        cols["group"].extend([group] * n)
+    if not cols["patches"]:
+        raise InvalidInputError(f"the proposer found no candidates in the {source}")
+    return SampleSet(
+        patches=np.stack(cols["patches"]).astype(np.uint8),
+        masks=np.stack(cols["masks"]).astype(bool),
+        is_mf=np.asarray(cols["is_mf"], dtype=np.int8),
+        atypical=np.asarray(cols["atypical"], dtype=np.int8),
+        agreement=np.asarray(cols["agreement"], dtype=np.float32),
+        subtype=np.asarray(cols["subtype"], dtype=np.int16),
+        kind=np.asarray(cols["kind"], dtype=np.int8),
+        crop=np.asarray(cols["crop"], dtype=np.int32),
+        slide=np.asarray(cols["slide"], dtype=str),
+        group=np.asarray(cols["group"], dtype=str),
+        meta={
+            "source": source,
+            "mpp": float(mpp),
+            "size_px": int(size_px),
+            "proposer": proposer,
+            "n_images": len(images),
+            "area_mm2": n_px * (mpp / 1000.0) ** 2,
+        },
+    )
+
+
+def read_tissue_index(root: str | Path) -> list[dict[str, str]]:
+    """Rows of a tissue folder's ``images.csv`` (file, organ, section, mpp, ...)."""
+    import csv
+
+    root = Path(root)
+    path = root / "images.csv"
+    if not path.is_file():
+        raise InvalidInputError(f"{root} has no images.csv (columns file, organ, mpp)")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for col in ("file", "organ", "mpp"):
+            if not r.get(col):
+                raise InvalidInputError(f"{path}: a row lacks {col!r}")
+    return rows
+
+
+def tissue_slide_name(organ: str, file: str) -> str:
+    """Slide name of a tissue image: ``tissue/<organ>/<file stem>`` (organ recoverable)."""
+    return f"tissue/{organ}/{Path(file).stem}"
+
+
+def build_tissue_samples(
+    root: str | Path,
+    *,
+    organs: list[str] | None = None,
+    mpp: float = 0.25,
+    size_px: int = 100,
+    proposer: str = "classical",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SampleSet:
+    """Ordinary-tissue negatives from a folder with ``images.csv`` (e.g. ``../shared/data/tissue``).
+
+    Every candidate the proposer finds is a negative (mitoses are rare in such tissue; see the
+    data's README). Groups are ``tissue_<organ>``, slides ``tissue/<organ>/<stem>``.
+    """
+    root = Path(root)
+    rows = read_tissue_index(root)
+    if organs is not None:
+        rows = [r for r in rows if r["organ"] in set(organs)]
+    use_cache = str(cache_dir).lower() != "none"
+    cache_path = None
+    if use_cache:
+        cdir = Path(cache_dir) if cache_dir else default_cache_dir()
+        names = ",".join(r["file"] for r in rows)
+        h = hashlib.sha1(
+            f"{names}:{mpp}:{size_px}:{proposer}:{CACHE_VERSION}".encode()
+        ).hexdigest()[:12]
+        cache_path = cdir / f"tissue_samples_{h}.npz"
+        if cache_path.is_file():
+            return load_samples(cache_path)
+    images = [
+        (
+            root / r["file"],
+            float(r["mpp"]),
+            f"tissue_{r['organ']}",
+            tissue_slide_name(r["organ"], r["file"]),
+        )
+        for r in rows
+    ]
+    samples = negative_image_samples(
+        images,
+        mpp=mpp,
+        size_px=size_px,
+        proposer=proposer,
+        progress=progress,
+        source=str(root),
+    )
+    if cache_path is not None:
+        save_samples(samples, cache_path)
+    return samples
+
+
+def concat_samples(*sets: SampleSet) -> SampleSet:
+    """One :class:`SampleSet` of several (same patch size); ``crop`` indices stay unique."""
+    sets = tuple(s for s in sets if len(s))
+    if not sets:
+        raise InvalidInputError("no training samples")
+    sizes = {s.patches.shape[1] for s in sets}
+    if len(sizes) != 1:
+        raise InvalidInputError(f"sample sets have different patch sizes: {sorted(sizes)}")
+    cols: dict[str, Any] = {}
+    offset = 0
+    crops = []
+    for s in sets:
+        crops.append(s.crop + offset)
+        offset += int(s.crop.max()) + 1 if len(s.crop) else 0
+    for k in _ARRAYS:
+        cols[k] = (
+            np.concatenate([getattr(s, k) for s in sets]) if k != "crop" else np.concatenate(crops)
+        )
+    meta = dict(sets[0].meta)
+    meta["parts"] = [{k: v for k, v in s.meta.items() if k != "subtypes"} for s in sets]
+    return SampleSet(**cols, meta=meta)

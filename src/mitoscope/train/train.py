@@ -41,6 +41,9 @@ class TrainConfig:
 
     data: str = "amibr"
     data_dir: str = field(default_factory=_default_data_dir)
+    # label sources ([[train.sources]] tables, see train.sources); when given they replace
+    # data / data_dir / tissue_dir
+    sources: tuple[dict[str, Any], ...] = ()
     arch: str = "effnet_lite0"
     use_mask: bool = True
     pretrained: bool | None = None
@@ -68,15 +71,32 @@ class TrainConfig:
     cache_dir: str | None = None
     threads: int | None = None
     progress: bool = True
+    # ordinary-tissue negatives (every candidate negative) and hard-negative mining
+    tissue_dir: str | None = None
+    tissue_exclude_organs: tuple[str, ...] = ()
+    tissue_val_per_organ: int = 1
+    init_from: str | None = None
+    domain_augment: tuple[str, ...] = ()
+    domain_p: float = 0.5
+    hard_negative_rounds: int = 0
+    hard_negative_fraction: float = 0.05
+    hard_negative_share: float = 0.5
+    hard_negative_epochs: int | None = None
 
     def validate(self) -> TrainConfig:
         from ..classify.registry import get_spec
 
         get_spec(self.arch)
-        if self.data != "amibr":
+        from .sources import list_sources, validate_sources
+
+        if self.sources:
+            validate_sources(self.sources)
+        elif self.data not in list_sources():
             raise InvalidInputError(
-                f"--data {self.data!r} is not supported for training yet; use amibr"
+                f"unknown --data {self.data!r}; choose one of {', '.join(list_sources())}"
             )
+        elif self.data != "amibr":
+            validate_sources(_short_sources(self))
         for name in ("epochs", "samples_per_epoch", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise InvalidInputError(f"{name} must be at least 1")
@@ -88,6 +108,25 @@ class TrainConfig:
             raise InvalidInputError("neg_ratio must be positive")
         if not 1 <= int(self.atypical_tta) <= 8:
             raise InvalidInputError("atypical_tta must be between 1 and 8 views")
+        from ..stain.augment import DOMAIN_AUGMENTATIONS
+
+        bad = sorted(set(self.domain_augment) - set(DOMAIN_AUGMENTATIONS))
+        if bad:
+            raise InvalidInputError(
+                f"unknown domain_augment {', '.join(bad)}; known: {', '.join(DOMAIN_AUGMENTATIONS)}"
+            )
+        if not 0 <= float(self.domain_p) <= 1:
+            raise InvalidInputError("domain_p must be in [0, 1]")
+        if int(self.hard_negative_rounds) < 0:
+            raise InvalidInputError("hard_negative_rounds must be 0 or more")
+        if not 0 < float(self.hard_negative_fraction) <= 1:
+            raise InvalidInputError("hard_negative_fraction must be in (0, 1]")
+        if not 0 < float(self.hard_negative_share) < 1:
+            raise InvalidInputError("hard_negative_share must be in (0, 1)")
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise InvalidInputError(f"init_from checkpoint not found: {self.init_from}")
+        if self.tissue_dir is not None and not (Path(self.tissue_dir) / "images.csv").is_file():
+            raise InvalidInputError(f"tissue_dir {self.tissue_dir} has no images.csv")
         return self
 
 
@@ -126,7 +165,137 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise InvalidInputError(f"unknown config keys in {p.name}: {', '.join(unknown)}")
     if "seeds" in data:
         data["seeds"] = tuple(int(s) for s in data["seeds"])
+    if "sources" in data:
+        src = data["sources"]
+        if not isinstance(src, list) or not all(isinstance(t, dict) for t in src):
+            raise InvalidInputError(
+                f"{p.name}: sources must be a list of tables ([[train.sources]] in TOML)"
+            )
+        data["sources"] = tuple(dict(t) for t in src)
+    for key in ("domain_augment", "tissue_exclude_organs"):
+        if key in data:
+            data[key] = tuple(str(v) for v in data[key])
     return data
+
+
+def is_tissue_slide(slides: np.ndarray) -> np.ndarray:
+    """Which samples come from ordinary-tissue images (slide names ``tissue/<organ>/...``)."""
+    return np.char.startswith(np.asarray(slides, dtype=str), "tissue/")
+
+
+def source_split(
+    slides: np.ndarray, *, val_fraction: float, seed: int, tissue_val_per_organ: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slide-grouped ``(train, val)`` masks; labelled slides and tissue images split apart.
+
+    Labelled slides are split exactly as :func:`~mitoscope.train.data.slide_split` splits them
+    alone (adding tissue images does not move a labelled slide between train and validation);
+    of each organ's tissue images, ``tissue_val_per_organ`` (random, seeded) go to validation,
+    so thresholds are chosen on data that contains ordinary tissue.
+    """
+    from .data import slide_split
+
+    slides = np.asarray(slides, dtype=str)
+    tis = is_tissue_slide(slides)
+    val = np.zeros(len(slides), dtype=bool)
+    if (~tis).any():
+        _, v = slide_split(slides[~tis], val_fraction=val_fraction, seed=seed)
+        val[~tis] = v
+    if tis.any() and tissue_val_per_organ > 0:
+        rng = np.random.default_rng(seed)
+        uniq = np.unique(slides[tis])
+        organs = sorted({s.split("/")[1] for s in uniq})
+        chosen: set[str] = set()
+        for organ in organs:
+            mine = sorted(s for s in uniq if s.split("/")[1] == organ)
+            if len(mine) < 2:
+                continue  # one image: keep it for training
+            k = min(int(tissue_val_per_organ), len(mine) - 1)
+            chosen.update(rng.permutation(mine)[:k].tolist())
+        val |= np.isin(slides, sorted(chosen))
+    return ~val, val
+
+
+def _short_sources(cfg: TrainConfig) -> tuple[dict[str, Any], ...]:
+    """``data`` / ``data_dir`` / ``tissue_dir`` as source tables (for data other than amibr)."""
+    out: list[dict[str, Any]] = [{"type": cfg.data, "path": cfg.data_dir}]
+    if cfg.limit_crops:
+        out[0]["limit"] = cfg.limit_crops
+    if cfg.tissue_dir:
+        tissue: dict[str, Any] = {"type": "tissue", "path": cfg.tissue_dir}
+        if cfg.tissue_exclude_organs:
+            tissue["exclude_organs"] = list(cfg.tissue_exclude_organs)
+        out.append(tissue)
+    return tuple(out)
+
+
+def build_samples(cfg: TrainConfig) -> SampleSet:
+    """The training samples a config names: its ``sources``; else AMi-Br crops (``data_dir``),
+    plus tissue negatives if given; other ``data`` types go through the sources."""
+    from .samples import build_amibr_samples, build_tissue_samples, concat_samples
+
+    if cfg.sources or cfg.data != "amibr":
+        from .sources import build_source_samples
+
+        return build_source_samples(
+            cfg.sources or _short_sources(cfg), cache_dir=cfg.cache_dir, progress=cfg.progress
+        )
+    samples = build_amibr_samples(
+        cfg.data_dir, limit=cfg.limit_crops, cache_dir=cfg.cache_dir, progress=cfg.progress
+    )
+    if cfg.tissue_dir:
+        from .samples import read_tissue_index
+
+        organs = sorted({r["organ"] for r in read_tissue_index(cfg.tissue_dir)})
+        keep = [o for o in organs if o not in set(cfg.tissue_exclude_organs)]
+        tissue = build_tissue_samples(
+            cfg.tissue_dir, organs=keep, cache_dir=cfg.cache_dir, progress=cfg.progress
+        )
+        samples = concat_samples(samples, tissue)
+    return samples
+
+
+def score_samples(net: Any, samples: SampleSet, idx: np.ndarray, *, size_px: int) -> np.ndarray:
+    """MF probability of ``net`` (one member, eval mode) on the centre patches ``idx``."""
+    import torch
+
+    off = (samples.patches.shape[1] - size_px) // 2
+    out = []
+    net.eval()
+    with torch.inference_mode():
+        for s in range(0, len(idx), 512):
+            sel = idx[s : s + 512]
+            img = samples.patches[sel, off : off + size_px, off : off + size_px]
+            msk = samples.masks[sel, off : off + size_px, off : off + size_px]
+            x = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float().div_(255)
+            m = torch.from_numpy(np.ascontiguousarray(msk))[:, None].float()
+            x = x.contiguous(memory_format=torch.channels_last)
+            out.append(torch.sigmoid(net(x, m)["mf"].float()).reshape(-1).numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def hard_negative_weights(
+    weights: np.ndarray,
+    is_mf: np.ndarray,
+    scores: np.ndarray,
+    *,
+    fraction: float,
+    share: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-weight sampling so the top-``fraction`` scoring negatives get ``share`` of the
+    negative mass (hard-negative mining). Returns ``(weights, hard_index)``."""
+    neg = np.flatnonzero(~is_mf.astype(bool))
+    k = max(1, int(round(len(neg) * float(fraction))))
+    hard = neg[np.argsort(-scores[neg], kind="stable")[:k]]
+    w = weights.copy()
+    neg_mass = w[neg].sum()
+    is_hard = np.zeros(len(w), dtype=bool)
+    is_hard[hard] = True
+    easy = neg[~is_hard[neg]]
+    if len(easy):
+        w[easy] *= (1 - share) * neg_mass / max(w[easy].sum(), 1e-12)
+    w[hard] = share * neg_mass / k
+    return w / w.sum(), hard
 
 
 def _features(net: Any, ds: Any, idx: np.ndarray, views: int, batch: int = 256) -> np.ndarray:
@@ -232,10 +401,9 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
 
     from ..classify.classifier import Classifier, resolve_device, save_checkpoint
     from ..classify.registry import create_model, get_spec
-    from .data import PatchDataset, make_loader, mf_sample_weights, slide_split
+    from .data import PatchDataset, make_loader, mf_sample_weights
     from .metrics import best_balanced_accuracy_threshold, best_f1_threshold
     from .module import MitosisModule
-    from .samples import build_amibr_samples
 
     cfg = cfg.validate()
     if cfg.threads:
@@ -243,11 +411,12 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     t_start = time.time()
     spec = get_spec(cfg.arch)
     if samples is None:
-        samples = build_amibr_samples(
-            cfg.data_dir, limit=cfg.limit_crops, cache_dir=cfg.cache_dir, progress=cfg.progress
-        )
-    tr_mask, va_mask = slide_split(
-        samples.slide, val_fraction=cfg.val_fraction, seed=cfg.split_seed
+        samples = build_samples(cfg)
+    tr_mask, va_mask = source_split(
+        samples.slide,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.split_seed,
+        tissue_val_per_organ=cfg.tissue_val_per_organ,
     )
     tr, va = samples.subset(np.flatnonzero(tr_mask)), samples.subset(np.flatnonzero(va_mask))
     n_sub = len(samples.meta.get("subtypes", [])) if cfg.subtype_head else 0
@@ -256,35 +425,47 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     size = spec.patch_size_px
     weights = mf_sample_weights(tr, neg_ratio=cfg.neg_ratio, domain_balanced=cfg.domain_balanced)
     dev = resolve_device("auto")
-    members = []
-    for seed in cfg.seeds:
-        L.seed_everything(int(seed), workers=True, verbose=False)
-        net = create_model(
-            cfg.arch,
-            use_mask=cfg.use_mask,
-            pretrained=cfg.pretrained,
-            weights_path=cfg.weights_path,
-            n_subtypes=n_sub,
-        ).to(memory_format=torch.channels_last)
+    init_members: list[Any] = []
+    if cfg.init_from:
+        from ..classify.classifier import load_classifier
+
+        base = load_classifier(cfg.init_from, device="cpu", backend="torch")
+        if base.arch != cfg.arch or base.patch_size_px != size:
+            raise InvalidInputError(
+                f"init_from {cfg.init_from} is {base.arch} at {base.patch_size_px} px; "
+                f"the config trains {cfg.arch} at {size} px"
+            )
+        init_members = [m.to(memory_format=torch.contiguous_format) for m in base.models]
+    hnm: dict[str, Any] = {}
+
+    def fit(net: Any, w: np.ndarray, epochs: int, seed: int) -> Any:
         module = MitosisModule(
             net,
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
-            epochs=cfg.epochs,
+            epochs=epochs,
             multitask=cfg.multitask,
             atypical_weight=cfg.atypical_weight,
             atypical_pos_weight=pos_weight,
         )
-        ds = PatchDataset(tr, size_px=size, stain_sigma=cfg.stain_sigma, seed=int(seed))
+        ds = PatchDataset(
+            tr,
+            size_px=size,
+            stain_sigma=cfg.stain_sigma,
+            seed=int(seed),
+            domain_ops=tuple(cfg.domain_augment),
+            domain_p=cfg.domain_p,
+            input_mpp=float(samples.meta.get("mpp", spec.input_mpp)),
+        )
         loader = make_loader(
             ds,
-            weights=weights,
+            weights=w,
             num_samples=cfg.samples_per_epoch,
             batch_size=cfg.batch_size,
             seed=int(seed),
         )
         trainer = L.Trainer(
-            max_epochs=cfg.epochs,
+            max_epochs=epochs,
             accelerator="gpu" if dev.type == "cuda" else "cpu",
             devices=1,
             precision="16-mixed" if dev.type == "cuda" else "32-true",
@@ -295,7 +476,47 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             fast_dev_run=cfg.fast_dev_run,
         )
         trainer.fit(module, train_dataloaders=loader)
-        net = module.net.cpu().eval()
+        return module.net
+
+    members = []
+    for mi, seed in enumerate(cfg.seeds):
+        L.seed_everything(int(seed), workers=True, verbose=False)
+        net = create_model(
+            cfg.arch,
+            use_mask=cfg.use_mask,
+            pretrained=cfg.pretrained if not init_members else False,
+            weights_path=cfg.weights_path,
+            n_subtypes=n_sub,
+        )
+        if init_members:
+            src = init_members[mi % len(init_members)]
+            net.load_state_dict(
+                {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
+            )
+        net = net.to(memory_format=torch.channels_last)
+        w = weights
+        net = fit(net, w, cfg.epochs, int(seed))
+        for r in range(int(cfg.hard_negative_rounds)):
+            scores = score_samples(net.cpu(), tr, np.arange(len(tr)), size_px=size)
+            w, hard = hard_negative_weights(
+                weights,
+                tr.is_mf,
+                scores,
+                fraction=cfg.hard_negative_fraction,
+                share=cfg.hard_negative_share,
+            )
+            hnm.setdefault("rounds", []).append(
+                {
+                    "seed": int(seed),
+                    "n_hard": int(len(hard)),
+                    "min_hard_score": float(scores[hard].min()),
+                    "hard_from_tissue": int(is_tissue_slide(tr.slide[hard]).sum()),
+                    "negatives_above_0.5": int(((scores >= 0.5) & ~tr.is_mf.astype(bool)).sum()),
+                }
+            )
+            L.seed_everything(int(seed) + 1000 * (r + 1), workers=True, verbose=False)
+            net = fit(net.to(dev), w, int(cfg.hard_negative_epochs or cfg.epochs), int(seed))
+        net = net.cpu().eval()
         for p in net.encoder_parameters():
             p.requires_grad_(False)
         fit_atypical_head(
@@ -333,6 +554,23 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     metrics = evaluate_predictions(va, mf, at, threshold=thr, atypical_threshold=athr)
     metrics["threshold"] = thr
     metrics["atypical_threshold"] = athr
+    tis_va = is_tissue_slide(va.slide)
+    if tis_va.any():
+        lab_va = ~tis_va
+        metrics["labelled_val"] = evaluate_predictions(
+            va.subset(np.flatnonzero(lab_va)),
+            mf[lab_va],
+            at[lab_va],
+            threshold=thr,
+            atypical_threshold=athr,
+        )
+        metrics["mf_recall_labelled_val"] = float(
+            (mf[lab_va & va.is_mf.astype(bool)] >= thr).mean()
+        )
+        metrics["tissue_val_candidates"] = int(tis_va.sum())
+        metrics["tissue_val_above_threshold"] = int((mf[tis_va] >= thr).sum())
+    if hnm:
+        metrics["hard_negative_mining"] = hnm
     metrics["train_seconds"] = round(time.time() - t_start, 1)
     card = {
         "architecture": cfg.arch,

@@ -1,0 +1,265 @@
+"""Leave-organ-out false positives on ordinary tumour tissue, and recall on labelled figures.
+
+For each variant and each organ of ``../shared/data/tissue`` (7 organs, 30 TCGA images at
+0.2527 um/px; mitoses rare, none labelled): train without that organ's images, then
+
+- run ``mitoscope detect`` (the product's path: proposer, bundled cascade screen, classifier,
+  merging) on the held-out organ's images with the fold's model and its own threshold, and
+  report detections per mm² of tissue (an upper bound on false positives per mm²);
+- score the labelled mitotic figures of the AMi-Br validation slides (the 22 slides of the
+  bundled model's slide-grouped split) at that threshold: recall, and the atypical balanced
+  accuracy (4-view test-time augmentation, as in detection).
+
+Variants (``--variants``, comma-separated):
+
+- ``bundled``: the bundled classifier as shipped (no training; every organ is unseen);
+- ``tissue``: fine-tuned from the bundled model with the tissue images of the other organs as
+  negatives (every candidate negative), threshold = max F1 on validation data that contains
+  one tissue image of each training organ;
+- ``hnm``: ``tissue`` + one round of hard-negative mining (the top-scoring 5 % of training
+  negatives get half of the negative sampling mass, then more fine-tuning);
+- ``hnm+scale``, ``hnm+blur``, ``hnm+jpeg``, ``hnm+color``, ``hnm+all``: ``hnm`` with one
+  (or every) domain augmentation of :func:`mitoscope.stain.augment.domain_augment`.
+
+Nothing of the held-out organ is seen by training or by the threshold choice.
+
+    .venv/bin/python benchmarks/tissue_loo.py --variants bundled,tissue,hnm \
+        --json benchmarks/results/tissue_loo.json [--organs breast,kidney] [--gallery DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+TISSUE = common.SHARED_DATA / "tissue"
+AMIBR = common.SHARED_DATA / "amibr-train"
+
+#: fine-tuning budget of every trained variant (per fold)
+BASE = {
+    "epochs": 2,
+    "samples_per_epoch": 4096,
+    "batch_size": 64,
+    "lr": 3e-4,
+    "neg_ratio": 2.0,
+    "atypical_views": 1,
+    "atypical_steps": 300,
+    "atypical_tta": 4,
+    "threads": 2,
+}
+
+
+def variant_config(name: str) -> dict:
+    """TrainConfig fields of a variant (see the module docstring)."""
+    from mitoscope.stain.augment import DOMAIN_AUGMENTATIONS
+
+    if name == "tissue":
+        return {}
+    parts = name.split("+")
+    if parts[0] != "hnm":
+        raise SystemExit(f"unknown variant {name!r}")
+    out: dict = {"hard_negative_rounds": 1, "hard_negative_epochs": 1}
+    if len(parts) == 2:
+        ops = DOMAIN_AUGMENTATIONS if parts[1] == "all" else (parts[1],)
+        if not set(ops) <= set(DOMAIN_AUGMENTATIONS):
+            raise SystemExit(f"unknown augmentation in {name!r}")
+        out["domain_augment"] = tuple(ops)
+    return out
+
+
+def tissue_rows() -> list[dict]:
+    from mitoscope.train.samples import read_tissue_index
+
+    return read_tissue_index(TISSUE)
+
+
+def detect_images(clf, rows: list[dict], *, gallery: Path | None = None, tag: str = "") -> dict:
+    """Detect with ``clf`` on tissue images; detections per mm² at the classifier's threshold."""
+    from PIL import Image
+
+    from mitoscope.pipeline import DetectConfig, detect_slide
+    from mitoscope.slide import ArraySlide
+
+    cfg = DetectConfig(cascade=True, report=False, floor=0.05)
+    per_image = []
+    area = 0.0
+    n = 0
+    probs = []
+    for r in rows:
+        img = np.asarray(Image.open(TISSUE / r["file"]).convert("RGB"))
+        reader = ArraySlide(img, mpp=float(r["mpp"]), path=TISSUE / r["file"])
+        res = detect_slide(reader, classifier=clf, config=cfg, progress=False)
+        k = len(res.mitoses)
+        per_image.append(
+            {"file": r["file"], "organ": r["organ"], "n": k, "mm2": res.tissue_area_mm2}
+        )
+        area += res.tissue_area_mm2
+        n += k
+        d = res.detections
+        probs.extend(d.mf_probability.tolist())
+        if gallery is not None and k:
+            save_gallery(img, res, gallery / f"{tag}_{Path(r['file']).stem}.png")
+    return {
+        "detections": n,
+        "tissue_mm2": round(area, 4),
+        "per_mm2": round(n / area, 2) if area else float("nan"),
+        "images": per_image,
+        "candidates_above_floor": len(probs),
+    }
+
+
+def save_gallery(img: np.ndarray, res, path: Path, *, top: int = 12, half: int = 40) -> None:
+    """A strip of the top-scoring detections (80 x 80 px at the image's pixel size)."""
+    from PIL import Image, ImageDraw
+
+    m = res.mitoses
+    order = np.argsort(-m.mf_probability)[:top]
+    tiles = []
+    for i in order:
+        x, y = int(round(m.x_px[i])), int(round(m.y_px[i]))
+        pad = np.pad(
+            img, ((half, half), (half, half), (0, 0)), mode="constant", constant_values=255
+        )
+        crop = Image.fromarray(pad[y : y + 2 * half, x : x + 2 * half]).resize((160, 160))
+        d = ImageDraw.Draw(crop)
+        d.text((3, 2), f"{m.mf_probability[i]:.2f}", fill=(0, 0, 0))
+        tiles.append(crop)
+    if not tiles:
+        return
+    strip = Image.new("RGB", (160 * len(tiles), 160), "white")
+    for j, t in enumerate(tiles):
+        strip.paste(t, (160 * j, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path)
+
+
+def labelled_val(samples, val_slides: set[str]):
+    """The labelled (non-tissue) validation samples of the bundled model's split."""
+    return samples.subset(np.flatnonzero([s in val_slides for s in samples.slide]))
+
+
+def recall_metrics(clf, va) -> dict:
+    from mitoscope.train.metrics import balanced_accuracy_at
+
+    mf, at = clf.predict_patches(va.patches, va.masks)
+    y = va.is_mf.astype(bool)
+    has = va.atypical >= 0
+    return {
+        "threshold": round(float(clf.threshold), 4),
+        "mf_recall": round(float((mf[y] >= clf.threshold).mean()), 4),
+        "n_mf": int(y.sum()),
+        "labelled_negatives_above": int((mf[~y] >= clf.threshold).sum()),
+        "n_labelled_negatives": int((~y).sum()),
+        "atypical_balanced_accuracy": round(
+            float(balanced_accuracy_at(va.atypical[has] == 1, at[has], clf.atypical_threshold)), 4
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", default="bundled,tissue,hnm")
+    ap.add_argument("--organs", default=None, help="comma-separated subset of organs")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--gallery", type=Path, default=None, help="write top-detection strips here")
+    ap.add_argument("--epochs", type=int, default=BASE["epochs"])
+    ap.add_argument("--samples-per-epoch", type=int, default=BASE["samples_per_epoch"])
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from mitoscope.classify import load_classifier
+    from mitoscope.classify.classifier import default_model_path
+    from mitoscope.train.samples import build_amibr_samples, build_tissue_samples, concat_samples
+    from mitoscope.train.train import TrainConfig, train
+
+    torch.set_num_threads(2)
+    rows = tissue_rows()
+    organs = sorted({r["organ"] for r in rows})
+    if args.organs:
+        organs = [o for o in organs if o in set(args.organs.split(","))]
+    bundled = load_classifier(None, device="cpu")
+    val_slides = set(bundled.card["split"]["val_slides"])
+    amibr = build_amibr_samples(AMIBR, cache_dir=common.CACHE, progress=False)
+    va = labelled_val(amibr, val_slides)
+    out: dict = {
+        "machine": common.machine(),
+        "command": "python benchmarks/tissue_loo.py " + " ".join(argv or sys.argv[1:]),
+        "base_config": {**BASE, "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch},
+        "variants": {},
+    }
+    for variant in args.variants.split(","):
+        t0 = time.time()
+        folds = {}
+        for organ in organs:
+            held = [r for r in rows if r["organ"] == organ]
+            if variant == "bundled":
+                clf = bundled
+                fold_info: dict = {}
+            else:
+                keep = [o for o in sorted({r["organ"] for r in rows}) if o != organ]
+                tissue = build_tissue_samples(
+                    TISSUE, organs=keep, cache_dir=common.CACHE, progress=False
+                )
+                samples = concat_samples(amibr, tissue)
+                cfg = TrainConfig(
+                    data_dir=str(AMIBR),
+                    init_from=str(default_model_path()),
+                    tissue_dir=str(TISSUE),
+                    tissue_exclude_organs=(organ,),
+                    out="/dev/null",
+                    progress=False,
+                    **{**BASE, "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch},
+                    **variant_config(variant),
+                )
+                cfg = replace(cfg, seeds=(0,))
+                res = train(cfg, samples=samples, save=False)
+                clf = res.classifier
+                clf.threshold = float(res.metrics["threshold"])
+                fold_info = {
+                    "train_seconds": res.metrics["train_seconds"],
+                    "tissue_val_above_threshold": res.metrics.get("tissue_val_above_threshold"),
+                    "tissue_val_candidates": res.metrics.get("tissue_val_candidates"),
+                    "hard_negative_mining": res.metrics.get("hard_negative_mining"),
+                }
+            det = detect_images(clf, held, gallery=args.gallery, tag=f"{variant}_{organ}")
+            rec = recall_metrics(clf, va)
+            folds[organ] = {**det, **rec, **fold_info}
+            print(
+                f"{variant:>12} {organ:>9}: {det['per_mm2']:8.1f} /mm2 "
+                f"({det['detections']} in {det['tissue_mm2']:.3f} mm2)  recall {rec['mf_recall']:.3f}"
+                f"  thr {rec['threshold']:.3f}  atyp BA {rec['atypical_balanced_accuracy']:.3f}",
+                flush=True,
+            )
+        per = [f["per_mm2"] for f in folds.values()]
+        worst = max(folds, key=lambda o: folds[o]["per_mm2"])
+        summary = {
+            "mean_per_mm2_over_organs": round(float(np.mean(per)), 2),
+            "worst_organ": worst,
+            "worst_per_mm2": folds[worst]["per_mm2"],
+            "mean_mf_recall": round(float(np.mean([f["mf_recall"] for f in folds.values()])), 4),
+            "min_mf_recall": round(float(np.min([f["mf_recall"] for f in folds.values()])), 4),
+            "mean_atypical_ba": round(
+                float(np.mean([f["atypical_balanced_accuracy"] for f in folds.values()])), 4
+            ),
+            "seconds": round(time.time() - t0, 1),
+        }
+        out["variants"][variant] = {"summary": summary, "folds": folds}
+        print(f"== {variant}: {json.dumps(summary)}", flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
