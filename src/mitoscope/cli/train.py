@@ -26,8 +26,23 @@ def train_cmd(
         None, "--seeds", help="Comma-separated seeds; one ensemble member each."
     ),
     out: Path = typer.Option(None, "--out", "-o", help="Checkpoint to write (.pt)."),
-    data: str = typer.Option(None, "--data", help="Training data source: amibr."),
-    data_dir: Path = typer.Option(None, "--data-dir", help="The amibr-train folder."),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="Type of --data-dir: amibr (default), midogpp, sliderunner, geojson, csv, tissue.",
+    ),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="The data of --data (e.g. the amibr-train folder)."
+    ),
+    source: list[str] = typer.Option(
+        None,
+        "--source",
+        "-s",
+        metavar="TYPE:PATH[,key=value...]",
+        help="A label source (repeatable; replaces the config's sources), e.g. "
+        "midogpp:MIDOGpp.json,images=imgs/,split=train,weight=2 or tissue:tissue/. Keys as in "
+        "[[train.sources]] (docs/training.md); lists with '|'.",
+    ),
     neg_ratio: float = typer.Option(None, "--neg-ratio", help="Negative:positive sampling ratio."),
     no_mask: bool = typer.Option(False, "--no-mask", help="Disable the candidate-mask branch."),
     no_multitask: bool = typer.Option(False, "--no-multitask", help="MF loss only in stage 1."),
@@ -44,13 +59,21 @@ def train_cmd(
         False, "--fast-dev-run", help="One batch: check the pipeline."
     ),
 ) -> None:
-    """Train a classifier ensemble on labelled crops and write a checkpoint with its model card."""
+    """Train a classifier ensemble on labelled data and write a checkpoint with its model card.
+
+    Data: AMi-Br crops (--data-dir), or any labelled sources (--source, or [[train.sources]] in
+    the --config file): MIDOG++ JSON, SlideRunner SQLite, GeoJSON or CSV points per image, and
+    ordinary-tissue negatives. See docs/training.md.
+    """
     import json
     from dataclasses import replace
 
+    from ..train.sources import parse_source_arg
     from ..train.train import TrainConfig, load_config, train
 
     fields = load_config(config) if config is not None else {}
+    if source:
+        fields["sources"] = tuple(parse_source_arg(s) for s in source)
     cfg = TrainConfig(**fields)
     overrides = {
         "arch": arch,
@@ -81,5 +104,23 @@ def train_cmd(
         cfg = replace(cfg, multitask=False)
     if fast_dev_run:
         cfg = replace(cfg, fast_dev_run=True)
+    cfg = cfg.validate()
+    check_writable(Path(cfg.out))  # before any work: a run must not fail at its last step
     result = train(cfg)
     typer.echo(json.dumps({"out": str(result.path), **result.metrics}, default=float))
+
+
+def check_writable(out: Path) -> None:
+    """Raise :class:`~mitoscope.errors.OutputError` unless the checkpoint ``out`` can be written
+    (its nearest existing parent is a writable folder, and ``out`` is not a folder)."""
+    import os
+
+    from ..errors import OutputError
+
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give the checkpoint file (.pt)")
+    anc = out.absolute().parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the checkpoint {out}: {anc} is not a writable folder")
