@@ -522,6 +522,12 @@ def test_cli_bad_image_missing_from_folder(regions, tmp_path, capsys):
          "1 of 2 labelled images are not in")  # fmt: skip
 
 
+def test_cli_data_short_form_takes_the_new_types(regions, tmp_path, capsys):
+    # --data csv --data-dir CSV: the images are looked up beside the CSV, where they are not
+    _bad(tmp_path, capsys, ["--data", "csv", "--data-dir", str(regions["csv"])],
+         "3 of 3 labelled images are not in")  # fmt: skip
+
+
 def test_cli_bad_points_in_mm(regions, tmp_path, capsys):
     from PIL import Image
 
