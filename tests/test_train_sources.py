@@ -406,7 +406,9 @@ def test_real_midogpp_json_counts_and_missing_images(tmp_path):
     assert c["mitotic_figures"] == want["mitotic figure"] > 5000
     assert c["imposters"] == want["not mitotic figure"]
     # domain groups: the scanner column of the split table
-    assert {"midogpp:3D Histech", "midogpp:Aperio CS2"} <= set(lab.groups.values())
+    groups = set(lab.groups.values())
+    assert {"midogpp:3D Histech", "midogpp:Aperio CS2", "midogpp:Hamamatsu XR"} <= groups
+    assert "midogpp:Hammamatsu XR" not in groups and "midogpp:Hamammatsu XR" not in groups
     every = source_labels({"type": "midogpp", "path": str(js), "images": str(tmp_path)},
                           check_images=False).counts()  # fmt: skip
     assert (every["mitotic_figures"], every["imposters"]) == (11937, 14349)

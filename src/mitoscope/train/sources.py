@@ -626,7 +626,9 @@ def _labels_midogpp(spec: dict[str, Any], check_images: bool = True) -> Labelled
     groups: dict[str, str] = {}
     for n in set(ann.image.tolist()):
         meta = ann.image_meta.get(n, {})
-        dom = meta.get("scanner") or meta.get("tumor_type") or ""
+        # the official split table spells one scanner two ways ("Hamammatsu XR")
+        scanner = str(meta.get("scanner") or "").replace("Hamammatsu", "Hamamatsu")
+        dom = scanner or meta.get("tumor_type") or ""
         groups[n] = f"{spec['name']}:{dom}" if dom else spec["name"]
     folder = Path(spec.get("images") or path.parent)
     return _labelled(spec, ann, folder, groups, check_images)
