@@ -454,10 +454,6 @@ def test_toml_and_yaml_sources_and_one_line_validation(tmp_path, regions):
     )
     cfg = TrainConfig(**load_config(toml)).validate()
     assert [s["type"] for s in cfg.sources] == ["csv", "tissue"]
-    yaml = pytest.importorskip("yaml")
-    yml = tmp_path / "c.yaml"
-    yml.write_text(yaml.safe_dump({"train": {"sources": [dict(s) for s in cfg.sources]}}))
-    assert load_config(yml)["sources"] == cfg.sources
     bad = TrainConfig(sources=({"type": "csv", "path": str(tmp_path / "nope.csv"), "foo": 1,
                                 "weight": -1}, {"type": "nosuch", "path": "x"}))  # fmt: skip
     with pytest.raises(InvalidInputError) as err:
@@ -467,6 +463,10 @@ def test_toml_and_yaml_sources_and_one_line_validation(tmp_path, regions):
     for part in ("unknown key(s) foo", "nope.csv does not exist", "weight=-1",
                  "unknown source type 'nosuch'"):  # fmt: skip
         assert part in msg
+    yaml = pytest.importorskip("yaml")
+    yml = tmp_path / "c.yaml"
+    yml.write_text(yaml.safe_dump({"train": {"sources": [dict(s) for s in cfg.sources]}}))
+    assert load_config(yml)["sources"] == cfg.sources
 
 
 def test_parse_source_arg():
