@@ -18,8 +18,8 @@ from .slide import open_slide
 __version__ = "0.1.0"
 
 _LAZY = {
-    "detect_slide": "mitoscope.pipeline",
-    "DetectConfig": "mitoscope.pipeline",
+    "detect_slide": "mitoscope.detect",
+    "DetectConfig": "mitoscope.detect",
     "load_classifier": "mitoscope.classify",
     "get_proposer": "mitoscope.candidates",
     "run_cohort": "mitoscope.cohort",

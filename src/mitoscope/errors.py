@@ -23,6 +23,21 @@ class InvalidInputError(MitoscopeError):
     """An argument or input file has a wrong value or format."""
 
 
+class NoTissueError(InvalidInputError):
+    """A slide or region image has no tissue: nothing to detect.
+
+    :func:`~mitoscope.detect.detect_slide` still returns (and writes) the empty result and marks
+    it (``SlideResult.stats.no_tissue``); the CLI reports this error for it and exits 2.
+    """
+
+    #: the note stored in the result (``summary.json`` ``notes``) of a slide without tissue
+    NOTE = "no tissue found: nothing to detect (empty result)"
+
+    def __init__(self, path: object = "") -> None:
+        prefix = f"{path}: " if path else ""
+        super().__init__(f"{prefix}{self.NOTE}; check the slide, or pass a region image of tissue")
+
+
 class RegionError(InvalidInputError):
     """A requested region lies (partly) outside the slide."""
 

@@ -280,9 +280,45 @@ class Hotspot:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class SlideCounts:
+    """The counts of one slide (mitoses at the decision threshold)."""
+
+    n_mitoses: int
+    mitoses_per_mm2: float | None  # None without tissue
+    atypical_ratio: float | None  # None when the model has no atypical head (or no mitoses)
+    atypical_threshold: float
+    n_atypical: int
+
+
+@dataclass(frozen=True)
+class DetectStats:
+    """How a slide was run: stage counts, the resolved options, notes and stage times."""
+
+    n_candidates: int  # classified
+    n_proposed: int
+    n_screened_out: int
+    cascade: bool
+    classified_in_workers: bool
+    propose_mpp: float
+    n_tiles: int
+    floor: float
+    work_mpp: float
+    tile_um: float
+    overlap_um: float
+    notes: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    no_tissue: bool = False  # the slide has no tissue: an empty result (NoTissueError.NOTE)
+
+
 @dataclass
 class SlideResult:
-    """Everything detection produces for one slide."""
+    """Everything detection produces for one slide.
+
+    ``counts`` and ``stats`` are the typed record of the run; ``extra`` holds the same values
+    as one flat dict (its keys are those of both, except ``stats.no_tissue``), kept for
+    callers that read it.
+    """
 
     info: SlideInfo
     detections: Detections  # all scored candidates above the floor
@@ -294,6 +330,17 @@ class SlideResult:
     proposer: str = ""
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    counts: SlideCounts | None = None
+    stats: DetectStats | None = None
+
+    def __post_init__(self) -> None:
+        if not self.extra and (self.counts is not None or self.stats is not None):
+            flat: dict[str, Any] = {}
+            for part in (self.counts, self.stats):
+                if part is not None:
+                    flat.update((f.name, getattr(part, f.name)) for f in fields(part))
+            flat.pop("no_tissue", None)
+            self.extra = flat
 
     @property
     def mitoses(self) -> Detections:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..types import Candidates
+from ..types import Candidates, Detections
 from ..units import validate_mpp
 
 #: Diameter (um) of a circle of 225 um² (the largest candidate), bounding possible overlaps.
@@ -152,3 +152,19 @@ def _iou(ma: np.ndarray, ba: np.ndarray, mb: np.ndarray, bb: np.ndarray, ds: flo
     inter = np.count_nonzero(ma[y0:y1, x0:x1] & mb[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
     union = np.count_nonzero(ma) + np.count_nonzero(mb) - inter
     return inter / union if union else 0.0
+
+
+def merge_detections(dets: Detections, *, mpp: float, radius_um: float) -> Detections:
+    """Remove duplicate detections (centroids within ``radius_um``), keeping the higher MF
+    probability; the kept rows stay in their input order."""
+    if len(dets) <= 1:
+        return dets
+    c = Candidates(
+        x_px=dets.x_px,
+        y_px=dets.y_px,
+        bbox=np.zeros((len(dets), 4)),
+        area_um2=dets.area_um2,
+        score=dets.mf_probability,
+    )
+    keep = nms_indices(c, mpp=mpp, radius_um=radius_um, iou_threshold=1.0)
+    return dets.filter(np.sort(keep))

@@ -1,8 +1,11 @@
-"""Run a proposer over the tiles of a slide (or a large image) and merge the overlaps once."""
+"""Run a proposer over the tiles of a slide (or a large image) and merge the overlaps once.
+
+Each tile goes through :func:`~mitoscope.candidates.tiles.propose_tile`, the proposal step of
+detection.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +14,7 @@ from ..types import Candidates
 from ..units import validate_mpp
 from .base import Proposer, get_proposer
 from .merge import merge_candidates
+from .tiles import propose_tile, upscale_candidates
 
 if TYPE_CHECKING:
     from ..slide.reader import SlideReader
@@ -66,15 +70,12 @@ def propose_slide(
     parts = []
     tile_ids = []
     for tile in iterator:
-        img = reader.read_region_mpp(tile.region, work_mpp)
-        c = prop.propose(img, mpp=work_mpp)
-        if len(c) == 0:
+        _, _, _, _, c, n_proposed = propose_tile(reader, tile, proposer=prop, work_mpp=work_mpp)
+        if n_proposed == 0:
             continue
-        c = _to_level0(c, scale=scale, x0=tile.x, y0=tile.y)
-        core = tile.core
-        inside = (c.x_px >= core.x) & (c.x_px < core.x1) & (c.y_px >= core.y) & (c.y_px < core.y1)
-        parts.append(c.filter(inside))
-        tile_ids.append(np.full(int(inside.sum()), tile.index))
+        c = c if scale == 1.0 else upscale_candidates(c, scale, scale)
+        parts.append(c.translate(tile.x, tile.y))
+        tile_ids.append(np.full(len(c), tile.index))
     if not parts:
         out = Candidates.empty(prop.name)
         out.mask_downsample = scale
@@ -85,27 +86,6 @@ def propose_slide(
     return merge_candidates(
         allc, mpp=info.mpp, radius_um=merge_radius_um, groups=np.concatenate(tile_ids)
     )
-
-
-def _to_level0(c: Candidates, *, scale: float, x0: int, y0: int) -> Candidates:
-    """Image pixels at ``scale`` level-0 px per pixel -> level-0 pixels of a tile at (x0, y0)."""
-    if scale == 1.0:
-        out = c.translate(x0, y0)
-    else:
-        # pixel centres: index i covers [i, i+1) work px -> level-0 centre (i + 0.5) * s - 0.5
-        bb = c.bbox.astype(np.float64)
-        bbox = np.column_stack(
-            [np.floor(bb[:, 0] * scale), np.floor(bb[:, 1] * scale)]
-            + [np.ceil(bb[:, 2] * scale), np.ceil(bb[:, 3] * scale)]
-        ).astype(np.int64)
-        out = replace(
-            c,
-            x_px=(c.x_px + 0.5) * scale - 0.5,
-            y_px=(c.y_px + 0.5) * scale - 0.5,
-            bbox=bbox,
-        ).translate(x0, y0)
-    out.mask_downsample = float(c.mask_downsample) * scale
-    return out
 
 
 def propose_image(

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ..detect.config import DEFAULTS
 from ._proposer import proposer_from_options
 
 
@@ -53,7 +54,9 @@ def detect(
         None, "--model", help="Classifier checkpoint (default: the bundled model)."
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    batch_size: int = typer.Option(256, "--batch-size", help="Classifier batch size."),
+    batch_size: int = typer.Option(
+        DEFAULTS.batch_size, "--batch-size", help="Classifier batch size."
+    ),
     threshold: float = typer.Option(
         None, "--threshold", help="MF probability threshold (default: the model's validated one)."
     ),
@@ -91,8 +94,10 @@ def detect(
         help="Pixel size (um/px) candidates are proposed at (default: the screen's 0.5 with the "
         "cascade, else the classifier's).",
     ),
-    tile_um: float = typer.Option(256.0, "--tile-um", help="Tile size in um."),
-    overlap_um: float = typer.Option(32.0, "--overlap-um", help="Tile overlap in um."),
+    tile_um: float = typer.Option(DEFAULTS.tile_um, "--tile-um", help="Tile size in um."),
+    overlap_um: float = typer.Option(
+        DEFAULTS.overlap_um, "--overlap-um", help="Tile overlap in um."
+    ),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
     sample: bool = typer.Option(False, "--sample", help="Run on the bundled sample slide."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary lines."),
@@ -104,17 +109,16 @@ def detect(
     import warnings
     from dataclasses import replace
 
-    from ..errors import MitoscopeError
-    from ..io import SlideRunnerDB
-    from ..pipeline import (
+    from ..detect import (
         DB_NAME,
-        NO_TISSUE_NOTE,
         DetectConfig,
         check_out_dir,
         detect_slide,
-        output_stem,
         resolve_workers,
+        unique_stems,
     )
+    from ..errors import MitoscopeError, NoTissueError
+    from ..io import SlideRunnerDB
 
     n_workers = resolve_workers(workers)
     paths = list(inputs or [])
@@ -163,14 +167,8 @@ def detect(
         return
 
     failures = 0
-    stems: set[str] = set()
     with SlideRunnerDB(out_dir / DB_NAME) as db:
-        for path in paths:
-            stem = output_stem(path)
-            k = 2
-            while stem in stems:
-                stem = f"{output_stem(path)}-{k}"
-                k += 1
+        for path, stem in zip(paths, unique_stems(paths), strict=True):
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", RuntimeWarning)
@@ -190,25 +188,19 @@ def detect(
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 print(f"mitoscope: error: {path}: {msg}", file=sys.stderr)
                 continue
-            stems.add(stem)
-            if NO_TISSUE_NOTE in result.extra.get("notes", []):
+            if result.stats.no_tissue:
                 # the empty result is written and stated; the run still signals bad input
                 failures += 1
-                print(
-                    f"mitoscope: error: {path}: {NO_TISSUE_NOTE}; check the slide, or pass a "
-                    "region image of tissue",
-                    file=sys.stderr,
-                )
+                print(f"mitoscope: error: {NoTissueError(path)}", file=sys.stderr)
                 continue
             for w in caught:
                 if issubclass(w.category, RuntimeWarning):
                     print(f"mitoscope: warning: {w.message}", file=sys.stderr)
             if not quiet:
-                ex = result.extra
-                per = ex.get("mitoses_per_mm2")
+                per = result.counts.mitoses_per_mm2
                 hot = result.hotspot_2mm2
                 typer.echo(
-                    f"{path.name}: {ex.get('n_mitoses', 0)} mitoses"
+                    f"{path.name}: {result.counts.n_mitoses} mitoses"
                     f" ({'n/a' if per is None else f'{per:.3g}'}/mm² of "
                     f"{result.tissue_area_mm2:.3g} mm² tissue), hotspot 2 mm²: "
                     f"{0 if hot is None else hot.count}, {result.seconds:.1f} s"

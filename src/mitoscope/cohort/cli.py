@@ -37,7 +37,8 @@ def detect_cohort(
         resume=resume,
         progress=not quiet,
     )
-    from ..pipeline import NO_TISSUE_NOTE
+    from ..errors import NoTissueError
+    from ..summary import summary_no_tissue
 
     failures = len(res.failed)
     for rec in res.records:
@@ -45,14 +46,10 @@ def detect_cohort(
             print(f"mitoscope: error: {rec.path}: {rec.error}", file=sys.stderr)
             continue
         s = rec.summary or {}
-        if NO_TISSUE_NOTE in (s.get("notes") or []):
+        if summary_no_tissue(s):
             # as in the single-input run: the empty result is written, the run signals bad input
             failures += 1
-            print(
-                f"mitoscope: error: {rec.path}: {NO_TISSUE_NOTE}; check the slide, or pass a "
-                "region image of tissue",
-                file=sys.stderr,
-            )
+            print(f"mitoscope: error: {NoTissueError(rec.path)}", file=sys.stderr)
             continue
         if quiet:
             continue

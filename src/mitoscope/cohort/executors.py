@@ -4,7 +4,7 @@ Every executor runs the same :func:`run_one` on a :class:`SlideTask` and yields
 :class:`SlideOutcome` objects as slides finish (in completion order). ``run_one`` never raises:
 an error in one slide becomes a ``failed`` outcome with a one-line message, so the other slides
 go on. Workers write the slide's output files (atomically, through
-:func:`mitoscope.pipeline.detect_slide`) but never the database; the driver does that.
+:func:`mitoscope.detect.detect_slide`) but never the database; the driver does that.
 
 The proposer and classifier are built (or unpickled) once per worker process and reused for
 every slide that process runs.
@@ -13,7 +13,6 @@ every slide that process runs.
 from __future__ import annotations
 
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -78,9 +77,10 @@ def _resolved(models: Models, key: str) -> tuple[Any, Any]:
             from ..classify import load_classifier
 
             classifier = load_classifier()
-        torch = sys.modules.get("torch")  # only when the stages use it; never import it here
-        if models.torch_threads and torch is not None:
-            torch.set_num_threads(int(models.torch_threads))
+        if models.torch_threads:
+            from ..detect.parallel import cap_threads
+
+            cap_threads(int(models.torch_threads))  # BLAS pools, and torch when loaded
         _CACHE.clear()
         _CACHE.update(key=key, proposer=proposer, classifier=classifier)
     return _CACHE["proposer"], _CACHE["classifier"]
@@ -100,7 +100,7 @@ def run_one(task: SlideTask, out_dir: str, models: Models, key: str) -> SlideOut
     """Detect one slide into ``out_dir`` (no database); never raises."""
     import warnings
 
-    from ..pipeline import OUTPUT_SUFFIXES, detect_slide
+    from ..detect import OUTPUT_SUFFIXES, detect_slide
 
     t0 = time.perf_counter()
     try:
@@ -162,11 +162,12 @@ def run_local_pool(
     tasks: list[SlideTask], *, out_dir: str, models: Models, key: str, workers: int
 ) -> Iterator[SlideOutcome]:
     """Run slides in ``workers`` local processes; a crashed worker fails only its slides."""
-    import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn" if os.name == "nt" else "forkserver")
+    from ..detect.parallel import pool_context
+
+    ctx = pool_context()
     todo = list(reversed(tasks))
     while todo:
         pool = ProcessPoolExecutor(

@@ -122,38 +122,6 @@ def options_key(*, proposer: Any, classifier: Any, config: Any, mpp: float | Non
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _stems(paths: Sequence[Path]) -> list[str]:
-    """Output stems; a repeated stem gets ``-2``, ``-3``, ... in input order (as in the
-    serial ``mitoscope detect``)."""
-    from ..pipeline import output_stem
-
-    stems: list[str] = []
-    for p in paths:
-        base = stem = output_stem(p)
-        k = 2
-        while stem in stems:
-            stem = f"{base}-{k}"
-            k += 1
-        stems.append(stem)
-    return stems
-
-
-def _add_to_db(db: Any, result: Any) -> None:
-    """Append one slide's detections to the run's database (what ``detect_slide`` does with
-    ``db=``), in one transaction that replaces the slide's earlier rows."""
-    info = result.info
-    directory = str(info.path.parent) if info.backend != "array" else ""
-    db.add_slide(
-        info.path.name,
-        width=info.width,
-        height=info.height,
-        directory=directory,
-        detections=result.detections,
-        threshold=result.threshold,
-        atypical_threshold=float(result.extra.get("atypical_threshold", 0.5)),
-    )
-
-
 def write_cohort_summary(records: Sequence[SlideRecord], path: Path) -> Path:
     """Write the one-row-per-slide table atomically."""
     buf = io.StringIO()
@@ -213,7 +181,7 @@ def run_cohort(
     address : str, optional
         Address of an existing Ray cluster (``"auto"``, ``"ray://host:10001"``); Ray only.
     proposer, classifier, config, mpp
-        As in :func:`mitoscope.pipeline.detect_slide`; objects are sent to each worker once.
+        As in :func:`mitoscope.detect.detect_slide`; objects are sent to each worker once.
         ``None`` means the classical proposer and the bundled classifier.
     resume : bool
         Skip slides whose outputs are complete from an earlier run with the same options
@@ -235,7 +203,7 @@ def run_cohort(
     >>> res.counts()  # doctest: +SKIP
     {'done': 2, 'skipped': 0, 'failed': 0}
     """
-    from ..pipeline import DB_NAME, DetectConfig, check_out_dir
+    from ..detect import DB_NAME, DetectConfig, check_out_dir, unique_stems
 
     t0 = time.perf_counter()
     ex = str(executor).strip().lower()
@@ -250,7 +218,7 @@ def run_cohort(
     paths = [Path(s) for s in slides]
     if not paths:
         raise InvalidInputError("no input slides given")
-    stems = _stems(paths)
+    stems = unique_stems(paths)
     out = check_out_dir(out_dir)
     cfg = config if config is not None else DetectConfig()
     key = options_key(proposer=proposer, classifier=classifier, config=cfg, mpp=mpp)
@@ -282,7 +250,7 @@ def run_cohort(
         cfg = replace(cfg, workers=1)  # parallel over slides, not tiles: no nested pools
     threads = None
     if n_slide_workers > 1:
-        from ..pipeline import usable_cores
+        from ..detect.parallel import usable_cores
 
         threads = max(1, usable_cores() // n_slide_workers)
     models = Models(
@@ -339,7 +307,8 @@ def run_cohort(
 
 def _finish(rec: SlideRecord, outcome: SlideOutcome, *, out: Path, database: Any, key: str) -> None:
     """Driver side of a finished slide: database rows, then the completion marker."""
-    from ..pipeline import summary_dict
+    from ..detect.outputs import add_to_database
+    from ..summary import summary_dict
 
     rec.seconds = outcome.seconds
     if outcome.status != "done":
@@ -347,7 +316,7 @@ def _finish(rec: SlideRecord, outcome: SlideOutcome, *, out: Path, database: Any
         return
     try:
         if database is not None:
-            _add_to_db(database, outcome.result)
+            add_to_database(database, outcome.result)
         rec.summary = summary_dict(outcome.result)
         write_marker(
             out,
@@ -364,7 +333,7 @@ def _finish(rec: SlideRecord, outcome: SlideOutcome, *, out: Path, database: Any
 
 def _remove_stale_temporaries(out: Path, stem: str) -> None:
     """Delete temporary files a killed earlier run left for this slide (``.<stem><suffix>.*.tmp``)."""
-    from ..pipeline import OUTPUT_SUFFIXES
+    from ..detect.outputs import OUTPUT_SUFFIXES
     from .manifest import MARKER_SUFFIX
 
     for suffix in (*OUTPUT_SUFFIXES, MARKER_SUFFIX):

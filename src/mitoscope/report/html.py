@@ -90,14 +90,14 @@ def render_report(
     config : DetectConfig, optional
         ``gallery_size`` and ``work_mpp``.
     """
-    from ..pipeline import summary_dict
+    from ..summary import summary_dict
 
     summary = summary_dict(result)
     info = result.info
     thumb = reader.get_thumbnail(THUMB_MAX_PX)
     s = thumb.shape[1] / float(info.width)
     mit = result.mitoses
-    atyp_thr = float(result.extra.get("atypical_threshold", 0.5))
+    atyp_thr = _atypical_threshold(result)
 
     overview = _overview_png(thumb, s, mit, result, atyp_thr, tissue)
     heat_png, dens_max = _heatmap_png(thumb, s, mit, result, tissue)
@@ -294,7 +294,7 @@ def _gallery(
     info = result.info
     order = np.argsort(-dets.mf_probability, kind="stable")[:k]
     work_mpp = float(
-        result.extra.get("work_mpp")
+        (result.stats.work_mpp if result.stats is not None else None)
         or getattr(config, "work_mpp", None)
         or getattr(classifier, "input_mpp", None)
         or info.mpp
@@ -343,7 +343,7 @@ def _gallery(
     cams, note = _cams(classifier, np.stack(patches), np.stack(masks))
     cards = []
     thr = result.threshold
-    atyp_thr = float(result.extra.get("atypical_threshold", 0.5))
+    atyp_thr = _atypical_threshold(result)
     for n, i in enumerate(order.tolist()):
         p = float(dets.mf_probability[i])
         a = float(dets.atypical_probability[i])
@@ -372,6 +372,10 @@ def _gallery(
             f"{cam_txt}</div>"
         )
     return cards, note
+
+
+def _atypical_threshold(result: SlideResult) -> float:
+    return 0.5 if result.counts is None else float(result.counts.atypical_threshold)
 
 
 def _prob_text(p: float) -> str:

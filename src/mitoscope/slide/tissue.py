@@ -130,3 +130,42 @@ def detect_tissue(
     mask_mpp = info.mpp * ds
     mask = tissue_mask_from_rgb(thumb, mpp=mask_mpp)
     return TissueMask(mask=mask, downsample=ds, mpp=mask_mpp)
+
+
+#: the note of a region image no larger than one tile (counted as tissue everywhere)
+WHOLE_REGION_NOTE = "region smaller than one tile: the whole image counts as tissue"
+
+
+def tissue_for_detection(
+    reader: SlideReader, *, tile_um: float, thumb_mpp: float = 8.0
+) -> tuple[TissueMask, float, list[str]]:
+    """The tissue detection runs over: mask, tissue area (mm²) and notes.
+
+    Region images no larger than one tile (``tile_um``) count as tissue everywhere (a crop is
+    chosen by a person; thumbnail-based tissue detection is meaningless at that size) unless
+    they are blank glass; larger images go through :func:`detect_tissue`.
+    """
+    import math
+
+    info = reader.info
+    w_um, h_um = info.width * info.mpp, info.height * info.mpp
+    if w_um <= tile_um and h_um <= tile_um:
+        ds = max(1.0, max(info.width, info.height) / 256.0)
+        mw = max(1, int(math.ceil(info.width / ds)))
+        mh = max(1, int(math.ceil(info.height / ds)))
+        blank = is_blank(reader.get_thumbnail(512))
+        mask = np.full((mh, mw), not blank, dtype=bool)
+        tissue = TissueMask(mask=mask, downsample=info.width / mw, mpp=info.mpp * info.width / mw)
+        area = 0.0 if blank else info.area_mm2
+        return tissue, area, [] if blank else [WHOLE_REGION_NOTE]
+    tissue = detect_tissue(reader, thumb_mpp=thumb_mpp)
+    return tissue, tissue.area_mm2, []
+
+
+def is_blank(rgb: np.ndarray) -> bool:
+    """Whether an image is glass only (under 0.5 % of pixels stained or dark)."""
+    from skimage.color import rgb2hsv
+
+    hsv = rgb2hsv(rgb[..., :3])
+    stained = (hsv[..., 1] > 0.08) | (hsv[..., 2] < 0.7)
+    return float(stained.mean()) < 0.005

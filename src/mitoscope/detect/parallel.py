@@ -1,0 +1,142 @@
+"""Worker processes: how many, how they start, their thread caps, and the ordered tile pool.
+
+One process per core: each worker caps its BLAS/OpenMP pools (threadpoolctl) and torch at one
+thread, and the main process keeps torch to the cores the workers leave. The cohort's slide
+workers use :func:`pool_context` and :func:`cap_threads` too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ..errors import InvalidInputError
+
+#: ``--workers auto``: one process per usable core, at most this many (each holds a reader,
+#: the proposer and ONNX Runtime copies of the models, ~0.3 GB)
+MAX_AUTO_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, int(cores or 1))
+
+
+def resolve_workers(value: str | int) -> int:
+    """``--workers``: a positive integer, or ``auto`` (usable cores, at most
+    :data:`MAX_AUTO_WORKERS`)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return min(usable_cores(), MAX_AUTO_WORKERS)
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InvalidInputError(f"--workers must be a positive integer or auto, got {value!r}")
+    return n
+
+
+def main_threads(workers: int) -> int:
+    """Torch threads for the main process while ``workers`` processes run."""
+    return max(1, usable_cores() - int(workers))
+
+
+def cap_threads(n: int) -> None:
+    """Cap this process's BLAS/OpenMP pools and, when torch is loaded, torch at ``n`` threads.
+
+    For worker processes (one per core): torch is never imported here, only capped when a
+    torch-backed stage came with the pickle.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=int(n))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(n))
+
+
+@contextlib.contextmanager
+def limited_torch_threads(n: int) -> Iterator[None]:
+    """Torch threads of this process at most ``n`` inside the block (restored after); nothing
+    when torch is not loaded."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pool_context() -> Any:
+    """The multiprocessing start method of every mitoscope pool (``forkserver``; ``spawn`` on
+    Windows): workers start clean, without the parent's threads or open files."""
+    import multiprocessing as mp
+
+    return mp.get_context("spawn" if os.name == "nt" else "forkserver")
+
+
+def ordered_map(
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    *args: Any,
+    workers: int,
+    initializer: Callable[..., None],
+    initargs: tuple[Any, ...],
+) -> Iterator[Any]:
+    """``fn(item, *args)`` for every item in ``workers`` processes, yielded in item order.
+
+    At most ``2 * workers`` items are in flight, so memory stays flat however many items
+    there are. A worker that dies (or cannot start) raises a ``RuntimeError`` that says what
+    to do.
+    """
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=pool_context(),
+            initializer=initializer,
+            initargs=initargs,
+        ) as pool:
+            pending: deque = deque()
+            it = iter(items)
+            for item in it:
+                pending.append(pool.submit(fn, item, *args))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                out = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(fn, nxt, *args))
+                yield out
+    except (BrokenPipeError, BrokenProcessPool) as exc:
+        raise RuntimeError(
+            f"a tile worker process died or could not start ({exc.__class__.__name__}). When "
+            "detect_slide runs with workers > 1 from a script, call it under "
+            '`if __name__ == "__main__":` (the workers import the script); a worker killed '
+            "for lack of memory ends the same way: try fewer --workers"
+        ) from exc
+
+
+__all__ = [
+    "MAX_AUTO_WORKERS",
+    "cap_threads",
+    "limited_torch_threads",
+    "main_threads",
+    "ordered_map",
+    "pool_context",
+    "resolve_workers",
+    "usable_cores",
+]
