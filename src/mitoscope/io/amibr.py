@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from ..errors import InvalidInputError
-from .annotations import MITOTIC, PointAnnotations, _check_file, _str_array
+from .records import MITOTIC, PointAnnotations, check_file, str_array
 
 _REQUIRED = ("file", "label", "slide", "x", "y")
 
@@ -43,7 +43,7 @@ def read_amibr_labels(csv_path: str | os.PathLike[str]) -> PointAnnotations:
     ``slide``, ``dataset``, ``subtype`` (``expert1_label``), ``expert1_label``,
     ``expert2_label``, ``majority_atypical`` (1/0).
     """
-    p = _check_file(csv_path, "AMi-Br labels")
+    p = check_file(csv_path, "AMi-Br labels")
     try:
         with open(p, encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
@@ -82,18 +82,18 @@ def read_amibr_labels(csv_path: str | os.PathLike[str]) -> PointAnnotations:
     root = p.parent.resolve()
     crop = [r["file"] for r in rows]
     meta = {
-        "file": _str_array(str(root / c) for c in crop),
-        "crop": _str_array(crop),
-        "slide": _str_array(r["slide"] for r in rows),
-        "dataset": _str_array(r.get("dataset", "") for r in rows),
-        "subtype": _str_array(r.get("expert1_label", "") for r in rows),
-        "expert1_label": _str_array(r.get("expert1_label", "") for r in rows),
-        "expert2_label": _str_array(r.get("expert2_label", "") for r in rows),
+        "file": str_array(str(root / c) for c in crop),
+        "crop": str_array(crop),
+        "slide": str_array(r["slide"] for r in rows),
+        "dataset": str_array(r.get("dataset", "") for r in rows),
+        "subtype": str_array(r.get("expert1_label", "") for r in rows),
+        "expert1_label": str_array(r.get("expert1_label", "") for r in rows),
+        "expert2_label": str_array(r.get("expert2_label", "") for r in rows),
     }
     if "majority_atypical" in fields:
         meta["majority_atypical"] = np.array([_vote(r["majority_atypical"]) for r in rows])
     return PointAnnotations.from_columns(
-        image=_str_array(r["slide"] for r in rows),
+        image=str_array(r["slide"] for r in rows),
         x_px=x,
         y_px=y,
         label=[MITOTIC] * n,

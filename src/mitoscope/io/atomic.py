@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import OutputError
 
 
-def _prepare_dir(path: Path) -> Path:
+def prepare_dir(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise OutputError(f"output directory {parent} does not exist; create it first")
@@ -53,7 +53,7 @@ def atomic_path(path: str | os.PathLike[str], *, copy_existing: bool = False) ->
     'hello'
     """
     final = Path(path)
-    parent = _prepare_dir(final)
+    parent = prepare_dir(final)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .annotations import PointAnnotations, _check_file, _str_array
+from .records import PointAnnotations, check_file, str_array
 
 _X = ("x_px", "x", "x_pixel", "col", "column", "centroid_x", "center_x")
 _Y = ("y_px", "y", "y_pixel", "row", "centroid_y", "center_y")
@@ -98,7 +98,7 @@ def read_csv_points(
     All other columns (``x_um``, ``atypical_probability``, ``area_um2``, ...) are kept in
     ``meta`` (as numbers when every value parses).
     """
-    p = _check_file(path, "CSV")
+    p = check_file(path, "CSV")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -143,7 +143,7 @@ def read_csv_points(
     n = len(x)
     icol = _find(cols, _IMAGE)
     if icol is not None:
-        images: Any = _str_array(v.strip() for v in column[icol])
+        images: Any = str_array(v.strip() for v in column[icol])
         used.add(icol)
     else:
         if image is None:
@@ -176,7 +176,7 @@ def read_csv_points(
         try:
             meta[h] = np.array([float(v) if v.strip() else math.nan for v in vals])
         except ValueError:
-            meta[h] = _str_array(v.strip() for v in vals)
+            meta[h] = str_array(v.strip() for v in vals)
     names = list(dict.fromkeys(images.tolist())) if not isinstance(images, str) else [images]
     return PointAnnotations.from_columns(
         image=images,
@@ -207,10 +207,10 @@ DETECTION_COLUMNS = (
 def detections_csv_text(detections: Any, *, mpp: float, threshold: float) -> str:
     """The text written by :func:`write_detections_csv`."""
     from ..units import validate_mpp
-    from .midog import _prob
+    from .records import probability
 
     mpp = validate_mpp(mpp)
-    threshold = _prob(threshold, "threshold")
+    threshold = probability(threshold, "threshold")
     prob = np.asarray(detections.mf_probability, dtype=np.float64)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .annotations import (
+from .records import (
     MITOTIC,
     PointAnnotations,
-    _check_file,
-    _load_json,
-    _str_array,
+    check_file,
+    load_json,
     polygon_centroid,
+    str_array,
 )
 
 #: measurement names recognised as the mitosis probability (case-insensitive, in this order)
@@ -173,8 +173,8 @@ def read_geojson(
         ``meta`` has ``object_type`` and, when present, ``atypical_probability`` and
         ``area_um2``.
     """
-    p = _check_file(path, "GeoJSON")
-    data = _load_json(p, "GeoJSON")
+    p = check_file(path, "GeoJSON")
+    data = load_json(p, "GeoJSON")
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features")
         if not isinstance(features, list):
@@ -225,7 +225,7 @@ def read_geojson(
             area.append(_pick(meas, ("area_um2", "area µm^2", "area um^2")))
             uids.append(str(fid) if len(pts) == 1 else f"{fid}:{j}")
             otype.append(str(props.get("objectType", "")))
-    meta: dict[str, Any] = {"object_type": _str_array(otype)}
+    meta: dict[str, Any] = {"object_type": str_array(otype)}
     if np.isfinite(aty_prob).any():
         meta["atypical_probability"] = np.asarray(aty_prob, dtype=np.float64)
     if np.isfinite(area).any():
@@ -256,10 +256,10 @@ def qupath_feature_collection(
     floor: float = 0.0,
 ) -> dict[str, Any]:
     """The FeatureCollection written by :func:`write_qupath_geojson` (as a dict)."""
-    from .midog import _prob
+    from .records import probability
 
-    threshold = _prob(threshold, "threshold")
-    atypical_threshold = _prob(atypical_threshold, "atypical_threshold")
+    threshold = probability(threshold, "threshold")
+    atypical_threshold = probability(atypical_threshold, "atypical_threshold")
     prob = np.asarray(detections.mf_probability, dtype=np.float64)
     atyp = np.asarray(detections.atypical_probability, dtype=np.float64)
     keep = prob >= threshold

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,15 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..units import validate_mpp
-from .annotations import (
+from .records import (
     MITOTIC,
     NON_MITOTIC,
     PointAnnotations,
-    _check_file,
-    _load_json,
-    _str_array,
     canonical_label,
+    check_file,
+    load_json,
+    probability,
+    str_array,
 )
 
 #: coordinates above this many millimetres cannot be on a glass slide (75 x 25 mm; 200 mm
@@ -88,7 +88,7 @@ def read_midogpp_json(
     >>> int(ann.is_mitosis.sum()), len(ann.images())  # doctest: +SKIP
     (11937, 553)
     """
-    p = _check_file(path, "MIDOG++ JSON")
+    p = check_file(path, "MIDOG++ JSON")
     if bbox_format not in ("xyxy", "xywh"):
         raise InvalidInputError(f"bbox_format must be 'xyxy' or 'xywh', got {bbox_format!r}")
     st = p.stat()
@@ -130,7 +130,7 @@ def midogpp_images(
 
 
 def _parse_midogpp(p: Path, bbox_format: str) -> PointAnnotations:
-    data = _load_json(p, "MIDOG++ (COCO-like)")
+    data = load_json(p, "MIDOG++ (COCO-like)")
     if not isinstance(data, dict):
         raise InvalidInputError(
             f"{p.name} is not a MIDOG++ file: top level is a {type(data).__name__}, expected an "
@@ -193,11 +193,11 @@ def _parse_midogpp(p: Path, bbox_format: str) -> PointAnnotations:
     uid = [str(a.get("id", i)) for i, a in enumerate(annotations)]
     tumor = [str(img_by_id[i].get("tumor_type", "")) for i in image_id.tolist()]
     canon = {cid: canonical_label(name) for cid, name in cat_name.items()}
-    label = _str_array([canon[c][0] for c in cat.tolist()])
+    label = str_array([canon[c][0] for c in cat.tolist()])
     is_mit = np.array([canon[c][1] for c in cat.tolist()], dtype=bool)
     atyp = np.array([canon[c][2] for c in cat.tolist()], dtype=np.float64)
     return PointAnnotations(
-        image=_str_array(image),
+        image=str_array(image),
         x_px=x,
         y_px=y,
         label=label,
@@ -206,9 +206,9 @@ def _parse_midogpp(p: Path, bbox_format: str) -> PointAnnotations:
         atypical=atyp,
         agreement=agreement,
         n_raters=n_raters,
-        uid=_str_array(uid),
+        uid=str_array(uid),
         bbox=bbox,
-        meta={"image_id": image_id, "tumor_type": _str_array(tumor)},
+        meta={"image_id": image_id, "tumor_type": str_array(tumor)},
         images_all=names_all,
         image_meta=image_meta,
         source="midog++",
@@ -250,7 +250,7 @@ def read_split_csv(path: str | os.PathLike[str]) -> dict[int, dict[str, str]]:
     The delimiter (``;`` in the official file, ``,`` or tab accepted) is detected from the
     header; column names are matched case-insensitively; ``Dataset`` becomes ``split``.
     """
-    p = _check_file(path, "split CSV")
+    p = check_file(path, "split CSV")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -305,7 +305,7 @@ def _join_split(ann: PointAnnotations, split_csv: str | os.PathLike[str]) -> Poi
         ann.image_meta.setdefault(name, {}).update(per_image[name])
     empty = dict.fromkeys(columns, "")
     for c in columns:
-        ann.meta[c] = _str_array([per_image.get(im, empty)[c] for im in ann.image.tolist()])
+        ann.meta[c] = str_array([per_image.get(im, empty)[c] for im in ann.image.tolist()])
     return ann
 
 
@@ -335,8 +335,8 @@ def read_midog_points_json(
         Wrong structure, or coordinates larger than 200 mm (pixels written as millimetres).
     """
     mpp = validate_mpp(mpp)
-    p = _check_file(path, "MIDOG points JSON")
-    data = _load_json(p, "MIDOG points")
+    p = check_file(path, "MIDOG points JSON")
+    data = load_json(p, "MIDOG points")
     if isinstance(data, dict) and data.get("type") == "Point" and "point" in data:
         points = [data]
     elif isinstance(data, dict) and isinstance(data.get("points"), list):
@@ -398,8 +398,8 @@ def midog_points_dict(
 ) -> dict[str, Any]:
     """The MIDOG result structure for ``detections`` (see :func:`write_midog_json`)."""
     mpp = validate_mpp(mpp)
-    threshold = _prob(threshold, "threshold")
-    floor = _prob(floor, "floor")
+    threshold = probability(threshold, "threshold")
+    floor = probability(floor, "floor")
     prob = np.asarray(detections.mf_probability, dtype=np.float64)
     keep = np.flatnonzero(prob >= floor)
     keep = keep[np.argsort(-prob[keep], kind="stable")]
@@ -451,13 +451,3 @@ def write_midog_json(
 
     data = midog_points_dict(detections, mpp=mpp, threshold=threshold, floor=floor)
     return atomic_write_text(path, json.dumps(data, indent=1) + "\n")
-
-
-def _prob(value: float, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be a probability in [0, 1], got {value!r}") from None
-    if not (0.0 <= v <= 1.0) or math.isnan(v):
-        raise InvalidInputError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return v

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, OutputError
-from .annotations import (
+from .records import (
     PointAnnotations,
-    _check_file,
-    _str_array,
     canonical_label,
+    check_file,
     polygon_centroid,
+    str_array,
 )
 
 #: the CREATE TABLE statements of a real SlideRunner database, verbatim
@@ -117,7 +117,7 @@ def read_sliderunner(
         ``description`` when it holds ``mf_probability=...`` (as written by
         :class:`SlideRunnerDB`); ``images_all`` lists all slides.
     """
-    p = _check_file(path, "SlideRunner database")
+    p = check_file(path, "SlideRunner database")
     con = _connect_ro(p)
     try:
         return _read(con, p, exclude_persons, include_deleted)
@@ -205,9 +205,9 @@ def _read(
             atyp_prob[i] = float(m.group(1))
     meta: dict[str, Any] = {
         "slide": np.array([r[0] for r in rows], dtype=np.int64),
-        "class_name": _str_array(raw_class),
+        "class_name": str_array(raw_class),
         "type": np.array([r[9] for r in rows], dtype=np.int64),
-        "guid": _str_array(r[8] for r in rows),
+        "guid": str_array(r[8] for r in rows),
     }
     if np.isfinite(atyp_prob).any():
         meta["atypical_probability"] = atyp_prob
@@ -217,16 +217,16 @@ def _read(
             [r[3] if r[3] is not None else (np.nan,) * 4 for r in rows], dtype=np.float64
         ).reshape(-1, 4)
     return PointAnnotations(
-        image=_str_array(slide_name.get(r[0], str(r[0])) for r in rows),
+        image=str_array(slide_name.get(r[0], str(r[0])) for r in rows),
         x_px=np.array([r[1] for r in rows], dtype=np.float64),
         y_px=np.array([r[2] for r in rows], dtype=np.float64),
-        label=_str_array(c[0] for c in canon),
+        label=str_array(c[0] for c in canon),
         is_mitosis=np.array([c[1] for c in canon], dtype=bool),
         score=score,
         atypical=np.array([c[2] for c in canon], dtype=np.float64),
         agreement=np.array([r[5] for r in rows], dtype=np.float64),
         n_raters=np.array([r[6] for r in rows], dtype=np.int64),
-        uid=_str_array(r[7] for r in rows),
+        uid=str_array(r[7] for r in rows),
         bbox=bbox,
         meta=meta,
         images_all=list(image_meta),
@@ -308,9 +308,9 @@ class SlideRunnerDB:
         replacing a database another process created meanwhile (parallel cohort workers)."""
         import tempfile
 
-        from .atomic import _prepare_dir
+        from .atomic import prepare_dir
 
-        parent = _prepare_dir(self.path)
+        parent = prepare_dir(self.path)
         try:
             fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
         except OSError as exc:

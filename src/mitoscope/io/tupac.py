@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError
-from .annotations import PointAnnotations, _check_file
+from .records import PointAnnotations, check_file
 
 _SPLIT = re.compile(r"[,;\s]+")
 
@@ -121,7 +121,7 @@ def read_icpr_tupac(
             _read_one(f, f.relative_to(p).with_suffix("").as_posix(), fmt, order) for f in files
         ]
         return PointAnnotations.cat(parts)
-    p = _check_file(p, "TUPAC/ICPR CSV")
+    p = check_file(p, "TUPAC/ICPR CSV")
     name = (
         image if image is not None else (p.name[:-4] if p.name.lower().endswith(".csv") else p.name)
     )
