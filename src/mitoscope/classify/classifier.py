@@ -1,17 +1,18 @@
 """The inference-side classifier: an ensemble of networks plus its validated thresholds.
 
-A checkpoint is one ``torch.save`` file (loaded with ``weights_only=True``) holding::
+:class:`Classifier` scores patches (members averaged; optional atypical test-time views) with
+the torch or ONNX Runtime backend; :func:`load_classifier` builds one from a checkpoint. The
+checkpoint format is in :mod:`~mitoscope.classify.checkpoint`, the backends in
+:mod:`~mitoscope.classify.backends`, the ensemble policy in :mod:`~mitoscope.classify.ensemble`;
+their public names stay importable from here.
 
-    {"format": "mitoscope-classifier", "version": 1, "arch": ..., "arch_kwargs": {...},
-     "input_mpp": 0.25, "patch_size_px": 64, "threshold": ..., "atypical_threshold": ...,
-     "members": [state_dict, ...], "card": {...}}
-
-``members`` are the ensemble's state dicts (stored as float16 to keep the file small).
+Over 400 lines: the :class:`Classifier` (pickling for workers, fingerprint, batching, test-time
+views, both backends' dispatch) and its loader are one concept that other modules reach through
+this module's names; what could leave (checkpoint I/O, backends, ensemble policy) has left.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,51 +20,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError, ModelLoadError
+from .backends import (
+    CpuDevice,
+    cpu_has_native_bf16,
+    export_onnx,
+    forward_onnx,
+    forward_torch,
+    onnx_available,
+    onnx_graph,
+    ort_session,
+    resolve_backend,
+    resolve_device,
+    sigmoid,
+)
+from .checkpoint import (
+    DEFAULT_MODEL,
+    FORMAT,
+    VERSION,
+    default_model_path,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .ensemble import atypical_tta, dihedral_views
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from ..types import Candidates
 
-FORMAT = "mitoscope-classifier"
-VERSION = 1
-#: file name of the bundled default model inside ``mitoscope/data``
-DEFAULT_MODEL = "mitoscope_default_classifier.pt"
-
-
-def default_model_path() -> Path:
-    """Path of the bundled default classifier."""
-    return Path(__file__).resolve().parents[1] / "data" / DEFAULT_MODEL
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX).
-
-    Without it PyTorch emulates bfloat16 and autocast is ~4x *slower* than float32 (ResNet18 on
-    64 x 64 crops, AVX2 AMD EPYC: 82 vs 19 ms per crop under load; see docs/benchmarks.md,
-    "Throughput").
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_device(device: str | None = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    import torch
-
-    name = (device or "auto").lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise InvalidInputError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("device cuda requested but no CUDA GPU is available; use cpu")
-    return dev
+#: former private names, kept for scripts that import them from here
+_sigmoid = sigmoid
+_dihedral_views = dihedral_views
+_CpuDevice = CpuDevice
 
 
 @dataclass
@@ -159,7 +145,7 @@ class Classifier:
 
         if self.backend != "onnx" or not self._onnx:
             return self
-        return replace(self, models=[], _sessions={}, device=_CpuDevice())
+        return replace(self, models=[], _sessions={}, device=CpuDevice())
 
     def _ort_sessions(self) -> list[Any]:
         """One ONNX Runtime session per member, for the current torch thread count (1 when
@@ -171,40 +157,6 @@ class Classifier:
         if n not in self._sessions:
             self._sessions[n] = [ort_session(b, threads=n) for b in self._onnx]
         return self._sessions[n]
-
-    def _forward_onnx(
-        self, arr: np.ndarray, mk: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """ONNX Runtime on uint8 ``(N, S, S, 3)`` patches and bool masks: numpy only, no torch."""
-        n, size = arr.shape[0], self.patch_size_px
-        x = np.empty((n, 3, size, size), np.float32)
-        np.multiply(arr.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=x)
-        feed = {"x": x}
-        if self.uses_mask:
-            m = np.zeros((n, 1, size, size), np.float32)
-            if mk is not None:
-                m[:, 0] = mk
-            feed["m"] = m
-        outs = [s.run(None, feed) for s in self._ort_sessions()]
-        mfl = np.mean([_sigmoid(o[0]) for o in outs], axis=0).reshape(-1)
-        atl = np.mean([_sigmoid(o[1]) for o in outs], axis=0).reshape(-1)
-        return mfl.astype(np.float64), atl.astype(np.float64)
-
-    def _forward(self, x: torch.Tensor, m: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        mf, at = [], []
-        cuda = self.device.type == "cuda"
-        use_amp = cuda or self.cpu_bf16
-        dtype = torch.float16 if cuda else torch.bfloat16
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=use_amp):
-            for net in self.models:
-                out = net(x, m)
-                mf.append(torch.sigmoid(out["mf"].float()))
-                at.append(torch.sigmoid(out["atypical"].float()))
-        mfp = torch.stack(mf).mean(0).cpu().numpy().astype(np.float64)
-        atp = torch.stack(at).mean(0).cpu().numpy().astype(np.float64)
-        return mfp, atp
 
     def predict_patches(
         self,
@@ -275,8 +227,11 @@ class Classifier:
         for s in range(0, n, int(batch_size)):
             e = min(n, s + int(batch_size))
             if self.backend == "onnx" and self._onnx:
-                mf_all[s:e], at_all[s:e] = self._forward_onnx(
-                    arr[s:e], None if mk is None else mk[s:e]
+                mf_all[s:e], at_all[s:e] = forward_onnx(
+                    self._ort_sessions(),
+                    arr[s:e],
+                    None if mk is None else mk[s:e],
+                    uses_mask=self.uses_mask,
                 )
                 continue
             import torch
@@ -291,7 +246,9 @@ class Classifier:
                 else:
                     m = torch.from_numpy(np.ascontiguousarray(mk[s:e])).to(self.device)
                     m = m[:, None].float()
-            mf_all[s:e], at_all[s:e] = self._forward(x, m)
+            mf_all[s:e], at_all[s:e] = forward_torch(
+                self.models, x, m, device_type=self.device.type, cpu_bf16=self.cpu_bf16
+            )
         return mf_all, at_all
 
     def _atypical_tta(
@@ -302,27 +259,15 @@ class Classifier:
         *,
         identity: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Atypical probability averaged over the first :attr:`atypical_views` dihedral views.
-
-        ``identity``: the patches' atypical probabilities already scored as they are (the first
-        view), so that pass is not run again.
-        """
-        views = _dihedral_views(int(self.atypical_views))
-        n_views = len(views)
-        total = np.zeros(len(arr))
-        if identity is not None:
-            total += identity
-            views = views[1:]  # the identity is always the first view
-        for k, flip in views:
-            a = np.rot90(arr, k, axes=(1, 2))
-            m = None if mk is None else np.rot90(mk, k, axes=(1, 2))
-            if flip:
-                a = a[:, :, ::-1]
-                m = None if m is None else m[:, :, ::-1]
-            total += self._score(
-                np.ascontiguousarray(a), None if m is None else np.ascontiguousarray(m), batch_size
-            )[1]
-        return total / n_views
+        """Atypical probability averaged over the first :attr:`atypical_views` dihedral views
+        (:func:`~mitoscope.classify.ensemble.atypical_tta`)."""
+        return atypical_tta(
+            lambda a, m: self._score(a, m, batch_size)[1],
+            arr,
+            mk,
+            views=int(self.atypical_views),
+            identity=identity,
+        )
 
     def predict_candidates(
         self,
@@ -368,176 +313,6 @@ class Classifier:
             name=self.name,
             atypical_views=self.atypical_views,
         )
-
-
-def read_checkpoint(path: Path, *, fmt: str, version: int, what: str, kind: str) -> dict:
-    """The dict stored in a mitoscope checkpoint of format ``fmt``.
-
-    ``what`` names the file in messages ("model file"), ``kind`` the model ("classifier").
-
-    Raises
-    ------
-    ModelLoadError
-        The file is missing, cannot be read, is not a ``fmt`` checkpoint, or is newer than
-        ``version``.
-    """
-    import torch
-
-    if not path.is_file():
-        raise ModelLoadError(f"{what} not found: {path}")
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"cannot read {what} {path} ({exc.__class__.__name__}); it is corrupt or not a "
-            f"mitoscope {kind}"
-        ) from None
-    if not isinstance(blob, dict) or blob.get("format") != fmt:
-        raise ModelLoadError(f"{path} is not a mitoscope {kind} checkpoint")
-    if int(blob.get("version", 0)) > version:
-        raise ModelLoadError(
-            f"{path} needs a newer mitoscope (checkpoint version {blob['version']})"
-        )
-    return blob
-
-
-def save_checkpoint(
-    path: str | Path,
-    *,
-    arch: str,
-    members: list[dict[str, Any]],
-    arch_kwargs: dict[str, Any],
-    input_mpp: float,
-    patch_size_px: int,
-    threshold: float,
-    atypical_threshold: float,
-    has_atypical: bool = True,
-    card: dict[str, Any] | None = None,
-    name: str | None = None,
-    atypical_views: int = 1,
-) -> Path:
-    """Write a classifier checkpoint (atomic: temporary file, then rename)."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    half = [
-        {
-            k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
-            for k, v in sd.items()
-        }
-        for sd in members
-    ]
-    blob = {
-        "format": FORMAT,
-        "version": VERSION,
-        "name": name or path.stem,
-        "arch": arch,
-        "arch_kwargs": dict(arch_kwargs),
-        "input_mpp": float(input_mpp),
-        "patch_size_px": int(patch_size_px),
-        "threshold": float(threshold),
-        "atypical_threshold": float(atypical_threshold),
-        "has_atypical": bool(has_atypical),
-        "atypical_views": int(atypical_views),
-        "members": half,
-        "card": card or {},
-    }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-@dataclass(frozen=True)
-class _CpuDevice:
-    """Stands for ``torch.device("cpu")`` in worker copies (pickles without torch)."""
-
-    type: str = "cpu"
-
-
-def _dihedral_views(n: int) -> list[tuple[int, bool]]:
-    """The first ``n`` of the 8 flips / rotations, identity first."""
-    allv = [(k, f) for f in (False, True) for k in range(4)]
-    return allv[: max(1, min(8, int(n)))]
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def export_onnx(net: Any, *, patch_size_px: int, uses_mask: bool) -> bytes:
-    """One member as an ONNX graph (inputs ``x`` (N,3,S,S) and ``m`` (N,1,S,S); logits out)."""
-    import torch
-
-    class Heads(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: Any, m: Any = None) -> tuple[Any, Any]:
-            out = self.inner(x, m)
-            return out["mf"], out["atypical"]
-
-    s = int(patch_size_px)
-    x = torch.rand(2, 3, s, s)
-    args: tuple[Any, ...] = (x, torch.zeros(2, 1, s, s)) if uses_mask else (x,)
-    names = ["x", "m"] if uses_mask else ["x"]
-    return onnx_graph(Heads(net), args, input_names=names, output_names=["mf", "atypical"])
-
-
-def onnx_graph(
-    module: Any, args: tuple[Any, ...], *, input_names: list[str], output_names: list[str]
-) -> bytes:
-    """``module`` (eval mode) as ONNX bytes, with a dynamic batch axis on every input."""
-    import io
-    import warnings
-
-    import torch
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            args,
-            buf,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes={k: {0: "batch"} for k in input_names},
-            dynamo=False,
-        )
-    return buf.getvalue()
-
-
-def onnx_available() -> bool:
-    """ONNX export and ONNX Runtime are importable (both are core dependencies)."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
-
-
-def resolve_backend(backend: str | None = "auto") -> str:
-    """``auto``, ``torch`` or ``onnx``: the CPU inference backend asked for (``auto`` defers
-    to the ``MITOSCOPE_BACKEND`` environment variable); classifier and screen share it."""
-    want = (backend or "auto").strip().lower()
-    if want == "auto":
-        want = os.environ.get("MITOSCOPE_BACKEND", "auto").strip().lower() or "auto"
-    if want not in ("auto", "torch", "onnx"):
-        raise InvalidInputError(f"unknown classifier backend {backend!r}; use auto, torch or onnx")
-    return want
-
-
-def ort_session(graph: bytes, *, threads: int = 1) -> Any:
-    """A quiet CPU ONNX Runtime session on ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
 
 def load_classifier(
@@ -634,3 +409,22 @@ def load_classifier(
         card=card,
         cpu_bf16=bool(cpu_bf16),
     )
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "FORMAT",
+    "VERSION",
+    "Classifier",
+    "cpu_has_native_bf16",
+    "default_model_path",
+    "export_onnx",
+    "load_classifier",
+    "onnx_available",
+    "onnx_graph",
+    "ort_session",
+    "read_checkpoint",
+    "resolve_backend",
+    "resolve_device",
+    "save_checkpoint",
+]

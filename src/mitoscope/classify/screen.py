@@ -115,7 +115,7 @@ class Screen:
         from .patches import centre_crop
 
         if self._session is None:
-            from .classifier import ort_session
+            from .backends import ort_session
 
             self._session = ort_session(self.onnx, threads=1)
         size = self.patch_size_px
@@ -124,9 +124,9 @@ class Screen:
         np.multiply(arr.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=x[:, :3])
         if masks is not None:
             x[:, 3] = centre_crop(np.asarray(masks), size)
-        from .classifier import _sigmoid
+        from .backends import sigmoid
 
-        return _sigmoid(self._session.run(None, {"x": x})[0][:, 0])
+        return sigmoid(self._session.run(None, {"x": x})[0][:, 0])
 
     def scores(self, patches: np.ndarray, masks: np.ndarray | None, *, batch_size: int = 1024):
         """Screening probability per patch (``(N, H, W, 3)`` uint8 at :attr:`input_mpp`)."""
@@ -177,7 +177,7 @@ class Screen:
 
 
 def _onnx_ok() -> bool:
-    from .classifier import onnx_available, resolve_backend
+    from .backends import onnx_available, resolve_backend
 
     return resolve_backend() != "torch" and onnx_available()
 
@@ -185,7 +185,7 @@ def _onnx_ok() -> bool:
 def _export(net: Any, size: int) -> bytes:
     import torch
 
-    from .classifier import onnx_graph
+    from .backends import onnx_graph
 
     return onnx_graph(
         net, (torch.rand(2, 4, size, size),), input_names=["x"], output_names=["logit"]
@@ -203,7 +203,7 @@ def load_screen(path: str | Path | None = None, *, onnx: bool = True) -> Screen:
     ModelLoadError
         Missing, corrupt, not a screening model, or weights that do not fit the network.
     """
-    from .classifier import read_checkpoint
+    from .checkpoint import read_checkpoint
 
     p = default_screen_path() if path is None else Path(path)
     blob = read_checkpoint(

@@ -1,0 +1,198 @@
+"""Inference backends: devices, torch and ONNX Runtime, and the export between them.
+
+The classifier and the cascade screen share these: :func:`resolve_backend` (``auto`` / ``torch``
+/ ``onnx``, or ``MITOSCOPE_BACKEND``), :func:`onnx_graph` / :func:`export_onnx` (a member as an
+ONNX graph), :func:`ort_session` (a quiet CPU session on a set number of threads) and
+:func:`sigmoid`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX).
+
+    Without it PyTorch emulates bfloat16 and autocast is ~4x *slower* than float32 (ResNet18 on
+    64 x 64 crops, AVX2 AMD EPYC: 82 vs 19 ms per crop under load; see docs/benchmarks.md,
+    "Throughput").
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_device(device: str | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    import torch
+
+    name = (device or "auto").lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InvalidInputError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device cuda requested but no CUDA GPU is available; use cpu")
+    return dev
+
+
+@dataclass(frozen=True)
+class CpuDevice:
+    """Stands for ``torch.device("cpu")`` in worker copies (pickles without torch)."""
+
+    type: str = "cpu"
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function in float64 (tanh form: no overflow warnings)."""
+    z = np.asarray(z, dtype=np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def forward_onnx(
+    sessions: list[Any], arr: np.ndarray, mk: np.ndarray | None, *, uses_mask: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean member probabilities (MF, atypical) of uint8 ``(N, S, S, 3)`` patches and bool
+    masks through ONNX Runtime ``sessions`` (one per member): numpy only, no torch."""
+    n, size = arr.shape[0], arr.shape[1]
+    x = np.empty((n, 3, size, size), np.float32)
+    np.multiply(arr.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=x)
+    feed = {"x": x}
+    if uses_mask:
+        m = np.zeros((n, 1, size, size), np.float32)
+        if mk is not None:
+            m[:, 0] = mk
+        feed["m"] = m
+    outs = [s.run(None, feed) for s in sessions]
+    mfl = np.mean([sigmoid(o[0]) for o in outs], axis=0).reshape(-1)
+    atl = np.mean([sigmoid(o[1]) for o in outs], axis=0).reshape(-1)
+    return mfl.astype(np.float64), atl.astype(np.float64)
+
+
+def forward_torch(
+    models: list[Any],
+    x: torch.Tensor,
+    m: torch.Tensor | None,
+    *,
+    device_type: str,
+    cpu_bf16: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean member probabilities (MF, atypical) of a float batch through the torch members
+    (float16 autocast on CUDA, bfloat16 on CPU with ``cpu_bf16``)."""
+    import torch
+
+    mf, at = [], []
+    cuda = device_type == "cuda"
+    use_amp = cuda or cpu_bf16
+    dtype = torch.float16 if cuda else torch.bfloat16
+    with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=use_amp):
+        for net in models:
+            out = net(x, m)
+            mf.append(torch.sigmoid(out["mf"].float()))
+            at.append(torch.sigmoid(out["atypical"].float()))
+    mfp = torch.stack(mf).mean(0).cpu().numpy().astype(np.float64)
+    atp = torch.stack(at).mean(0).cpu().numpy().astype(np.float64)
+    return mfp, atp
+
+
+def export_onnx(net: Any, *, patch_size_px: int, uses_mask: bool) -> bytes:
+    """One member as an ONNX graph (inputs ``x`` (N,3,S,S) and ``m`` (N,1,S,S); logits out)."""
+    import torch
+
+    class Heads(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any, m: Any = None) -> tuple[Any, Any]:
+            out = self.inner(x, m)
+            return out["mf"], out["atypical"]
+
+    s = int(patch_size_px)
+    x = torch.rand(2, 3, s, s)
+    args: tuple[Any, ...] = (x, torch.zeros(2, 1, s, s)) if uses_mask else (x,)
+    names = ["x", "m"] if uses_mask else ["x"]
+    return onnx_graph(Heads(net), args, input_names=names, output_names=["mf", "atypical"])
+
+
+def onnx_graph(
+    module: Any, args: tuple[Any, ...], *, input_names: list[str], output_names: list[str]
+) -> bytes:
+    """``module`` (eval mode) as ONNX bytes, with a dynamic batch axis on every input."""
+    import io
+    import warnings
+
+    import torch
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            args,
+            buf,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={k: {0: "batch"} for k in input_names},
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def onnx_available() -> bool:
+    """ONNX export and ONNX Runtime are importable (both are core dependencies)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def resolve_backend(backend: str | None = "auto") -> str:
+    """``auto``, ``torch`` or ``onnx``: the CPU inference backend asked for (``auto`` defers
+    to the ``MITOSCOPE_BACKEND`` environment variable); classifier and screen share it."""
+    want = (backend or "auto").strip().lower()
+    if want == "auto":
+        want = os.environ.get("MITOSCOPE_BACKEND", "auto").strip().lower() or "auto"
+    if want not in ("auto", "torch", "onnx"):
+        raise InvalidInputError(f"unknown classifier backend {backend!r}; use auto, torch or onnx")
+    return want
+
+
+def ort_session(graph: bytes, *, threads: int = 1) -> Any:
+    """A quiet CPU ONNX Runtime session on ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+
+__all__ = [
+    "CpuDevice",
+    "cpu_has_native_bf16",
+    "export_onnx",
+    "forward_onnx",
+    "forward_torch",
+    "onnx_available",
+    "onnx_graph",
+    "ort_session",
+    "resolve_backend",
+    "resolve_device",
+    "sigmoid",
+]
