@@ -1,9 +1,21 @@
-"""Building a proposer from the CLI options shared by ``candidates`` and ``detect``."""
+"""The options ``candidates`` and ``detect`` share (pixel size, proposer, SAM) and the proposer
+built from them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import typer
+
+MPP_OPTION = typer.Option(
+    None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
+)
+PROPOSER_OPTION = typer.Option("classical", "--proposer", help="classical | sam")
+SAM_CHECKPOINT_OPTION = typer.Option(
+    None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
+)
+SAM_VARIANT_OPTION = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b")
 
 
 def proposer_from_options(

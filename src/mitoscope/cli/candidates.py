@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
-from ._proposer import proposer_from_options
+from ._proposer import (
+    MPP_OPTION,
+    PROPOSER_OPTION,
+    SAM_CHECKPOINT_OPTION,
+    SAM_VARIANT_OPTION,
+    proposer_from_options,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,14 +23,10 @@ def register(app: typer.Typer) -> None:
 def candidates(
     slide: Path = typer.Argument(..., help="Whole-slide image or region image."),
     out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (one row per candidate)."),
-    mpp: float = typer.Option(
-        None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
-    ),
-    proposer: str = typer.Option("classical", "--proposer", help="classical | sam"),
-    sam_checkpoint: Path = typer.Option(
-        None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
-    ),
-    sam_variant: str = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b"),
+    mpp: float = MPP_OPTION,
+    proposer: str = PROPOSER_OPTION,
+    sam_checkpoint: Path = SAM_CHECKPOINT_OPTION,
+    sam_variant: str = SAM_VARIANT_OPTION,
     sam_cpu_dtype: str = typer.Option(
         "bfloat16",
         "--sam-cpu-dtype",

@@ -9,7 +9,13 @@ from typing import Any
 import typer
 
 from ..detect.config import DEFAULTS
-from ._proposer import proposer_from_options
+from ._proposer import (
+    MPP_OPTION,
+    PROPOSER_OPTION,
+    SAM_CHECKPOINT_OPTION,
+    SAM_VARIANT_OPTION,
+    proposer_from_options,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -42,14 +48,10 @@ def detect(
         None, help="Whole-slide images or region images (none: the bundled sample slide)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created if missing)."),
-    mpp: float = typer.Option(
-        None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
-    ),
-    proposer: str = typer.Option("classical", "--proposer", help="classical | sam"),
-    sam_checkpoint: Path = typer.Option(
-        None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
-    ),
-    sam_variant: str = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b"),
+    mpp: float = MPP_OPTION,
+    proposer: str = PROPOSER_OPTION,
+    sam_checkpoint: Path = SAM_CHECKPOINT_OPTION,
+    sam_variant: str = SAM_VARIANT_OPTION,
     model: Path = typer.Option(
         None, "--model", help="Classifier checkpoint (default: the bundled model)."
     ),
