@@ -10,6 +10,9 @@ mask in, pretrained RGB weights stay usable because the mask convolution starts 
 - ``subtype`` (optional): phase / atypia subtype classes from expert labels.
 
 Input normalisation lives inside the model: ``forward`` takes RGB in ``[0, 1]``.
+
+About 400 lines: one :class:`MitosisNet` and the four registered architectures built from it
+(each 30-60 lines).
 """
 
 from __future__ import annotations

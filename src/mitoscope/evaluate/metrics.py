@@ -4,6 +4,9 @@ Everything here works on :class:`EvalImage` records — plain numpy arrays of po
 **millimetres** (the unit of the official MIDOG result format and evaluator) — so it is
 independent of how the points were read. Build records from pixels with
 :meth:`EvalImage.from_px`.
+
+Over 400 lines: the MIDOG metrics (F1 counts, AP, FROC, threshold sweeps) share the
+:class:`EvalImage` records and the one matching.
 """
 
 from __future__ import annotations

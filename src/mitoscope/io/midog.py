@@ -17,6 +17,10 @@ MIDOG points (result and truth of the challenge)::
     {"type": "Multiple points",
      "points": [{"point": [x_mm, y_mm, 0], "probability": 0.93, "name": "mitotic figure"}, ...],
      "version": {"major": 1, "minor": 0}}
+
+Over 400 lines: both MIDOG formats (the MIDOG++ label JSON with its split table, and the
+challenge's points JSON, read and written) live together because they share the label rules
+and the millimetre checks (MIDOG++ ~260 lines, the points format ~140).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ kept verbatim (``is_mitosis`` false).
 
 The format modules import from here only (never from each other or from the dispatcher,
 :mod:`mitoscope.io.annotations`).
+
+Over 400 lines: :class:`PointAnnotations` (a column container with its filters, joins and
+conversions) is most of it; the label vocabulary and reader helpers are the few lines every
+format module shares.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Schema (copied exactly from a real SlideRunner database; one row per object in `
 
 Annotation ``type``: 1 spot, 2 rectangle ("area"), 3 polygon, 4 special spot, 5 circle.
 ``agreedClass`` is the consensus class; ``Annotations_label`` holds each person's vote.
+
+Over 400 lines: the reader and :class:`SlideRunnerDB` (an atomic, resumable writer) share
+the verbatim schema and class names; the writer is about half of it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@
 regions through Pillow/tifffile), DICOM WSI through wsidicom (extra ``dicom``), or an in-memory
 array (:class:`ArraySlide`). Every backend returns RGB ``uint8`` arrays and uses level-0 pixel
 coordinates.
+
+Over 400 lines: the :class:`SlideReader` interface (with the reading and resampling every
+backend inherits, ~180 lines), five backends of 10-80 lines (OpenSlide, tiffslide, plain image,
+array, DICOM) and the one ``open_slide`` that picks among them.
 """
 
 from __future__ import annotations
