@@ -3,7 +3,8 @@
 Sections: the summary numbers, the slide thumbnail with every mitosis and the two hotspot
 fields drawn, the mitotic density heatmap, and a gallery of the top detections (context crop
 with the candidate contour, the classifier's input patch with its Grad-CAM overlay, the
-probabilities).
+probabilities). The page is ``templates/report.html.j2`` (Jinja2); this module computes the
+numbers and the images it shows.
 """
 
 from __future__ import annotations
@@ -33,39 +34,6 @@ if TYPE_CHECKING:
 
 THUMB_MAX_PX = 1100
 CARD_PX = 128
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:0;
-background:#f6f6f8;color:#1d1d24}
-header{background:#2b2540;color:#fff;padding:18px 28px}
-header h1{margin:0;font-size:22px;font-weight:600}
-header p{margin:4px 0 0;opacity:.8;font-size:13px}
-main{padding:18px 28px;max-width:1500px}
-section{background:#fff;border-radius:8px;padding:16px 20px;margin:0 0 18px;
-box-shadow:0 1px 3px rgba(0,0,0,.08)}
-h2{font-size:17px;margin:0 0 12px}
-.kpis{display:flex;flex-wrap:wrap;gap:12px}
-.kpi{background:#f1eff8;border-radius:6px;padding:10px 14px;min-width:150px}
-.kpi b{display:block;font-size:22px}
-.kpi span{font-size:12px;color:#555}
-table.facts{border-collapse:collapse;font-size:13px;margin-top:12px}
-table.facts td{padding:3px 14px 3px 0;vertical-align:top}
-table.facts td:first-child{color:#666}
-.figs{display:flex;flex-wrap:wrap;gap:18px}
-figure{margin:0;flex:1 1 480px;max-width:720px}
-figure img{width:100%;border:1px solid #ddd;border-radius:4px;image-rendering:auto}
-figcaption{font-size:12px;color:#555;margin-top:6px;max-width:700px}
-.legend i{display:inline-block;width:11px;height:11px;border-radius:50%;margin:0 4px 0 10px;
-border:2px solid}
-.scale{height:10px;width:240px;border-radius:3px;display:inline-block;vertical-align:middle;
-background:linear-gradient(90deg,#000004,#280b54,#65156e,#9f2a63,#d44842,#f57d15,#fac127,#fcffa4)}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:12px}
-.card{border:1px solid #e2e2ea;border-radius:6px;padding:8px;font-size:12px}
-.card img{width:128px;height:128px;border-radius:3px}
-.card .p{font-weight:600;font-size:13px}
-.note{background:#fff6e0;border-left:4px solid #f0a000;padding:8px 12px;margin:8px 0;font-size:13px}
-.muted{color:#777;font-size:12px}
-"""
 
 
 def render_report(
@@ -106,7 +74,6 @@ def render_report(
         result, reader=reader, classifier=classifier, config=config, k=gallery_size
     )
 
-    e = html.escape
     notes = list(summary.get("notes") or [])
     for key in ("hotspot_2mm2", "hotspot_10hpf"):
         h = summary.get(key) or {}
@@ -144,58 +111,32 @@ def render_report(
         ("detection time", f"{summary['seconds']:.1f} s"),
         ("mitoscope", summary["version"]),
     ]
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
-        f"<title>mitoscope report: {e(info.path.name)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<header><h1>Mitotic figures in {e(info.path.name)}</h1>",
-        "<p>mitoscope detection report: decoupled candidate proposal and classification; counts in "
-        "the hotspot field (2 mm², and 10 HPF = 2.37 mm²)</p></header><main>",
-        '<section id="summary"><h2>Summary</h2><div class="kpis">',
-    ]
-    for value, label in kpis:
-        parts.append(f'<div class="kpi"><b>{e(value)}</b><span>{e(label)}</span></div>')
-    parts.append('</div><table class="facts">')
-    for k, v in facts:
-        parts.append(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>")
-    parts.append("</table>")
-    for n in notes:
-        parts.append(f'<div class="note">{e(n)}</div>')
-    parts.append("</section>")
+    return _template().render(
+        slide=info.path.name,
+        kpis=kpis,
+        facts=facts,
+        notes=notes,
+        overview=overview,
+        heatmap=heat_png,
+        density_max=f"{dens_max:.1f}",
+        colours={"mf": MF_RGB, "amf": AMF_RGB, "hot2": HOT2_RGB, "hot10": HOT10_RGB},
+        cards=cards,
+    )
 
-    parts.append('<section id="slide"><h2>Slide and hotspot</h2><div class="figs">')
-    parts.append(
-        f'<figure><img id="overview" alt="slide thumbnail with detections" src="{overview}">'
-        '<figcaption class="legend">'
-        f'<i style="border-color:rgb{MF_RGB}"></i>mitotic figure'
-        f'<i style="border-color:rgb{AMF_RGB}"></i>atypical mitotic figure'
-        f'<i style="border-color:rgb{HOT2_RGB}"></i>hotspot 2 mm²'
-        f'<i style="border-color:rgb{HOT10_RGB}"></i>hotspot 10 HPF'
-        "</figcaption></figure>"
-    )
-    parts.append(
-        f'<figure><img id="heatmap" alt="mitotic density heatmap" src="{heat_png}">'
-        f'<figcaption>Mitotic density (smoothed): <span class="scale"></span> 0 to '
-        f"{dens_max:.1f} mitoses/mm²; the 2 mm² hotspot field in cyan.</figcaption></figure>"
-    )
-    parts.append("</div></section>")
 
-    parts.append(
-        f'<section id="gallery"><h2>Top detections ({len(cards)})</h2>'
-        '<p class="muted">Left: context with the candidate contour and the classifier input '
-        "(square). Right: the classifier input with its Grad-CAM heatmap for the mitotic-figure "
-        "output (Farooq et al.), computed at the model's last block with at least 4 x 4 cells."
-        "</p>"
+def _template() -> Any:
+    """The page template (``templates/report.html.j2``); ``esc`` is :func:`html.escape`."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mitoscope.report", "templates"),
+        autoescape=False,  # values are escaped with ``esc`` where they are text
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    if not cards:
-        parts.append("<p>No candidates above the probability floor.</p>")
-    parts.append('<div class="gallery">')
-    parts.extend(cards)
-    parts.append("</div></section>")
-    parts.append("</main></body></html>")
-    return "\n".join(parts) + "\n"
+    env.filters["esc"] = html.escape
+    return env.get_template("report.html.j2")
 
 
 # ------------------------------------------------------------------------------ figures
@@ -285,7 +226,7 @@ def _patch_size(classifier: Any) -> int:
 
 def _gallery(
     result: SlideResult, *, reader: SlideReader, classifier: Any, config: Any, k: int
-) -> tuple[list[str], str]:
+) -> tuple[list[dict[str, Any]], str]:
     from skimage.draw import polygon as fill_polygon
 
     dets = result.detections
@@ -348,28 +289,29 @@ def _gallery(
         p = float(dets.mf_probability[i])
         a = float(dets.atypical_probability[i])
         big = resize_to(patches[n], (CARD_PX, CARD_PX))
-        cam_txt = ""
+        no_cam = False
         if cams is not None and float(cams[n].max()) > 0:
             cam = resize_to(cams[n], (CARD_PX, CARD_PX))
             right = blend(big, colormap(cam), 0.15 + 0.5 * np.clip(cam, 0, 1))
         else:
             right = big
-            if cams is not None:
-                cam_txt = '<div class="muted">Grad-CAM: no positive evidence at this layer</div>'
-
+            no_cam = cams is not None
         if p >= thr:
             label = "atypical MF" if (math.isfinite(a) and a >= atyp_thr) else "MF"
         else:
             label = "below threshold"
-        a_txt = f"{a:.3f}" if math.isfinite(a) else "n/a"
         cards.append(
-            '<div class="card">'
-            f'<img alt="context" src="{png_data_uri(contexts[n])}"> '
-            f'<img alt="Grad-CAM" src="{png_data_uri(right)}">'
-            f'<div class="p">#{n + 1} p(MF) = {_prob_text(p)} <span class="muted">({label})</span></div>'
-            f"<div>p(atypical) = {a_txt}; area {float(dets.area_um2[i]):.1f} um²</div>"
-            f'<div class="muted">x = {float(dets.x_px[i]):.0f}, y = {float(dets.y_px[i]):.0f} px</div>'
-            f"{cam_txt}</div>"
+            {
+                "context": png_data_uri(contexts[n]),
+                "cam": png_data_uri(right),
+                "p_mf": _prob_text(p),
+                "label": label,
+                "p_atypical": f"{a:.3f}" if math.isfinite(a) else "n/a",
+                "area": f"{float(dets.area_um2[i]):.1f}",
+                "x": f"{float(dets.x_px[i]):.0f}",
+                "y": f"{float(dets.y_px[i]):.0f}",
+                "no_cam": no_cam,
+            }
         )
     return cards, note
 
