@@ -439,6 +439,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     hnm: dict[str, Any] = {}
 
     def fit(net: Any, w: np.ndarray, epochs: int, seed: int) -> Any:
+        net.train()  # Lightning keeps the mode it is given (scoring left it in eval mode)
         module = MitosisModule(
             net,
             lr=cfg.lr,
