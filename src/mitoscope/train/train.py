@@ -27,6 +27,26 @@ DATA_LICENCE = (
     "AMi-Br training split (DeepMicroscopy/AMi-Br_Benchmark), MIT licence; crops from "
     "MIDOG21 and TUPAC16 (alternative labels) human breast cancer images"
 )
+TISSUE_LICENCE = (
+    "ordinary-tissue negatives: MoNuSeg 2018 training images of TCGA tumour tissue, "
+    "CC BY-NC-SA 4.0 (weights trained on them are for non-commercial use only, share-alike)"
+)
+
+
+def data_licences(samples: SampleSet, cfg: TrainConfig) -> tuple[str, bool]:
+    """The licence line of the training data and whether it restricts use to non-commercial."""
+    parts = []
+    tis = is_tissue_slide(samples.slide)
+    if (~tis).any():
+        srcs = samples.meta.get("sources")
+        parts.append(
+            DATA_LICENCE
+            if cfg.data == "amibr" and not cfg.sources
+            else "labelled sources: " + json.dumps(srcs, default=str)[:400]
+        )
+    if tis.any():
+        parts.append(TISSUE_LICENCE)
+    return "; ".join(parts), bool(tis.any())
 
 
 def _default_data_dir() -> str:
@@ -573,6 +593,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     if hnm:
         metrics["hard_negative_mining"] = hnm
     metrics["train_seconds"] = round(time.time() - t_start, 1)
+    licence, non_commercial = data_licences(samples, cfg)
     card = {
         "architecture": cfg.arch,
         "description": spec.description,
@@ -584,8 +605,12 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
         "n_subtypes": n_sub,
         "subtypes": samples.meta.get("subtypes", []) if n_sub else [],
         "data": {
-            "source": cfg.data,
-            "licence": DATA_LICENCE,
+            "source": cfg.data if not cfg.sources else "sources",
+            "licence": licence,
+            "non_commercial": non_commercial,
+            "tissue_images": sorted(
+                np.unique(samples.slide[is_tissue_slide(samples.slide)]).tolist()
+            ),
             "sample_meta": {k: v for k, v in samples.meta.items() if k != "subtypes"},
             "n_train_samples": len(tr),
             "n_val_samples": len(va),
@@ -600,7 +625,9 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
         },
         "validation_metrics": metrics,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "threshold_choice": "MF: max F1 on validation slides; atypical: max balanced accuracy",
+        "threshold_choice": "MF: max F1 on the validation slides"
+        + (" and validation tissue images (every candidate a negative)" if non_commercial else "")
+        + "; atypical: max balanced accuracy on the validation figures",
     }
     clf.card = card
     path = None
