@@ -26,8 +26,9 @@ class InvalidInputError(MitoscopeError):
 class NoTissueError(InvalidInputError):
     """A slide or region image has no tissue: nothing to detect.
 
-    :func:`~mitoscope.detect.detect_slide` still returns (and writes) the empty result and marks
-    it (``SlideResult.stats.no_tissue``); the CLI reports this error for it and exits 2.
+    :func:`~mitoscope.detect.detect_slide` returns the empty result, marked
+    (``SlideResult.stats.no_tissue``), but writes no outputs for it; the CLI reports this error
+    for it (one line) and exits 2.
     """
 
     #: the note stored in the result (``summary.json`` ``notes``) of a slide without tissue

@@ -27,16 +27,98 @@ def default_model_path() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / DEFAULT_MODEL
 
 
-def read_checkpoint(path: Path, *, fmt: str, version: int, what: str, kind: str) -> dict:
-    """The dict stored in a mitoscope checkpoint of format ``fmt``.
+#: field -> (kind, required, (low, high) or None); kinds: int, float, str, bool, dict, list
+Field = tuple[str, bool, "tuple[float, float] | None"]
 
-    ``what`` names the file in messages ("model file"), ``kind`` the model ("classifier").
+#: the classifier checkpoint's fields (read_checkpoint checks them before anything uses them)
+CLASSIFIER_FIELDS: dict[str, Field] = {
+    "version": ("int", False, (0, 1_000_000)),
+    "name": ("str", False, None),
+    "arch": ("str", True, None),
+    "arch_kwargs": ("dict", False, None),
+    "input_mpp": ("float", True, (0.05, 20.0)),
+    "patch_size_px": ("int", True, (8, 4096)),
+    "threshold": ("float", True, (0.0, 1.0)),
+    "atypical_threshold": ("float", True, (0.0, 1.0)),
+    "has_atypical": ("bool", False, None),
+    "atypical_views": ("int", False, (1, 64)),
+    "members": ("list", True, None),
+    "card": ("dict", False, None),
+}
+
+#: the fields of ``arch_kwargs`` the loader reads
+ARCH_KWARGS_FIELDS: dict[str, Field] = {
+    "use_mask": ("bool", False, None),
+    "n_subtypes": ("int", False, (0, 1000)),
+}
+
+
+def _bad(path: Path, kind: str, key: str, want: str, value: Any) -> ModelLoadError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return ModelLoadError(
+        f"{path} is not a valid mitoscope {kind} checkpoint: {key!r} must be {want}, got {shown}"
+    )
+
+
+def check_fields(blob: dict, fields: dict[str, Field], *, path: Path, kind: str) -> None:
+    """Check the types and ranges of ``fields`` in ``blob`` (in place: numbers normalised).
 
     Raises
     ------
     ModelLoadError
-        The file is missing, cannot be read, is not a ``fmt`` checkpoint, or is newer than
-        ``version``.
+        A required field is missing, or a field has the wrong type or an impossible value.
+    """
+    import math
+
+    for key, (typ, required, bounds) in fields.items():
+        if key not in blob or blob[key] is None:
+            if required:
+                raise ModelLoadError(
+                    f"{path} is not a valid mitoscope {kind} checkpoint: field {key!r} is "
+                    "missing; re-save it with mitoscope train"
+                )
+            continue
+        value = blob[key]
+        if typ in ("int", "float"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and typ == "int":
+                ok = float(value).is_integer()
+            if not ok or not math.isfinite(float(value)):
+                raise _bad(path, kind, key, "an integer" if typ == "int" else "a number", value)
+            value = int(value) if typ == "int" else float(value)
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                raise _bad(path, kind, key, f"in [{bounds[0]:g}, {bounds[1]:g}]", value)
+            blob[key] = value
+        elif typ == "str" and not isinstance(value, str):
+            raise _bad(path, kind, key, "a string", value)
+        elif typ == "bool" and not isinstance(value, (bool, int)):
+            raise _bad(path, kind, key, "true or false", value)
+        elif typ == "dict" and not isinstance(value, dict):
+            raise _bad(path, kind, key, "a mapping", value)
+        elif typ == "list" and not isinstance(value, (list, tuple)):
+            raise _bad(path, kind, key, "a list", value)
+
+
+def read_checkpoint(
+    path: Path,
+    *,
+    fmt: str,
+    version: int,
+    what: str,
+    kind: str,
+    fields: dict[str, Field] | None = None,
+) -> dict:
+    """The dict stored in a mitoscope checkpoint of format ``fmt``.
+
+    ``what`` names the file in messages ("model file"), ``kind`` the model ("classifier");
+    ``fields`` (see :data:`CLASSIFIER_FIELDS`) are checked for presence, type and range.
+
+    Raises
+    ------
+    ModelLoadError
+        The file is missing, cannot be read, is not a ``fmt`` checkpoint, is newer than
+        ``version``, or a field is missing or has the wrong type.
     """
     import torch
 
@@ -51,10 +133,13 @@ def read_checkpoint(path: Path, *, fmt: str, version: int, what: str, kind: str)
         ) from None
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         raise ModelLoadError(f"{path} is not a mitoscope {kind} checkpoint")
-    if int(blob.get("version", 0)) > version:
+    check_fields(blob, {"version": ("int", False, (0, 1_000_000))}, path=path, kind=kind)
+    if int(blob.get("version") or 0) > version:
         raise ModelLoadError(
             f"{path} needs a newer mitoscope (checkpoint version {blob['version']})"
         )
+    if fields:
+        check_fields(blob, fields, path=path, kind=kind)
     return blob
 
 
@@ -108,9 +193,12 @@ def save_checkpoint(
 
 
 __all__ = [
+    "ARCH_KWARGS_FIELDS",
+    "CLASSIFIER_FIELDS",
     "DEFAULT_MODEL",
     "FORMAT",
     "VERSION",
+    "check_fields",
     "default_model_path",
     "read_checkpoint",
     "save_checkpoint",

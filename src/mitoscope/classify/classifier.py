@@ -34,9 +34,12 @@ from .backends import (
     sigmoid,
 )
 from .checkpoint import (
+    ARCH_KWARGS_FIELDS,
+    CLASSIFIER_FIELDS,
     DEFAULT_MODEL,
     FORMAT,
     VERSION,
+    check_fields,
     default_model_path,
     read_checkpoint,
     save_checkpoint,
@@ -344,7 +347,11 @@ def load_classifier(
         raise ModelLoadError(
             f"the bundled default model is missing ({p}); reinstall mitoscope or pass --model"
         )
-    blob = read_checkpoint(p, fmt=FORMAT, version=VERSION, what="model file", kind="classifier")
+    blob = read_checkpoint(
+        p, fmt=FORMAT, version=VERSION, what="model file", kind="classifier",
+        fields=CLASSIFIER_FIELDS,
+    )  # fmt: skip
+    check_fields(blob.get("arch_kwargs") or {}, ARCH_KWARGS_FIELDS, path=p, kind="classifier")
     arch = str(blob.get("arch"))
     try:
         get_spec(arch)
@@ -354,6 +361,8 @@ def load_classifier(
     members = blob.get("members") or []
     if not members:
         raise ModelLoadError(f"{p} holds no model weights")
+    if not all(isinstance(sd, dict) for sd in members):
+        raise ModelLoadError(f"{p}: 'members' must be a list of state dicts; re-save the model")
     dev = resolve_device(device)
     models = []
     for sd in members:
@@ -367,7 +376,7 @@ def load_classifier(
         try:
             sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
             net.load_state_dict(sd, strict=True)
-        except (RuntimeError, AttributeError) as exc:
+        except (RuntimeError, AttributeError, TypeError, ValueError) as exc:
             first = str(exc).strip().splitlines()
             detail = first[1].strip() if len(first) > 1 else (first[0] if first else "")
             raise ModelLoadError(

@@ -206,14 +206,23 @@ def load_screen(path: str | Path | None = None, *, onnx: bool = True) -> Screen:
     from .checkpoint import read_checkpoint
 
     p = default_screen_path() if path is None else Path(path)
+    fields = {
+        "width": ("int", False, (1, 1024)),
+        "input_mpp": ("float", True, (0.05, 20.0)),
+        "patch_size_px": ("int", True, (8, 4096)),
+        "threshold": ("float", True, (0.0, 1.0)),
+        "state_dict": ("dict", True, None),
+        "card": ("dict", False, None),
+    }
     blob = read_checkpoint(
-        p, fmt=FORMAT, version=VERSION, what="screening model", kind="screening model"
-    )
+        p, fmt=FORMAT, version=VERSION, what="screening model", kind="screening model",
+        fields=fields,
+    )  # fmt: skip
     width = int(blob.get("width", 8))
     net = build_screen_net(width)
     try:
         net.load_state_dict(blob["state_dict"], strict=True)
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelLoadError(
             f"{p}: weights do not fit the screening network ({exc!s:.120})"
         ) from None

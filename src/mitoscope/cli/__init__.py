@@ -48,16 +48,33 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}").register(app)
 
 
+def _usage_line(exc: Exception) -> str:
+    """A Click usage error as one line: ``--mpp: 'abc' is not a valid float`` (no usage box)."""
+    msg = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    cmd = getattr(getattr(ctx, "command", None), "name", None)
+    hint = f"; see: mitoscope {cmd} --help" if cmd and cmd != "mitoscope" else ""
+    return f"{msg.rstrip('.')}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mitoscope`` console script; returns the exit code.
 
-    Usage errors are Typer's (message + usage, exit 2); a :class:`MitoscopeError` becomes one
-    line ``mitoscope: error: ...`` on stderr and exit 2 (with the traceback under ``--verbose``).
+    Every failure a user can cause is one line ``mitoscope: error: ...`` on stderr and exit 2:
+    option parsing errors (Click's usage errors, without the usage box) and any
+    :class:`MitoscopeError` (with the traceback under ``--verbose``). Ctrl-C exits 130.
     """
+    try:  # Typer >= 0.26 vendors Click (and keeps Abort in typer.exceptions)
+        from typer._click import exceptions as click_exc
+        from typer.exceptions import Abort
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+        from click.exceptions import Abort
+
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or "-v" in args
     try:
-        app(args=args, prog_name="mitoscope", standalone_mode=True)
+        code = app(args=args, prog_name="mitoscope", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
         if code is None:
@@ -66,16 +83,27 @@ def main(argv: list[str] | None = None) -> int:
             return code
         print(code, file=sys.stderr)
         return 1
+    except click_exc.NoArgsIsHelpError as exc:
+        exc.show()
+        return 2
+    except click_exc.UsageError as exc:
+        print(f"mitoscope: error: {_usage_line(exc)}", file=sys.stderr)
+        return 2
+    except click_exc.ClickException as exc:  # e.g. an unreadable file argument
+        print(f"mitoscope: error: {_usage_line(exc)}", file=sys.stderr)
+        return 2
     except MitoscopeError as exc:
         if verbose:
             traceback.print_exc()
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"mitoscope: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Abort):
         print("mitoscope: interrupted", file=sys.stderr)
         return 130
-    return 0
+    if code == 130:  # Typer turns Ctrl-C into exit code 130 without a word
+        print("mitoscope: interrupted", file=sys.stderr)
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:  # pragma: no cover - console script shim

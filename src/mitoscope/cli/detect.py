@@ -106,7 +106,7 @@ def detect(
 ) -> None:
     """Detect mitotic figures and count them; write results and a report per slide.
 
-    Per input, --out DIR gets <stem>.geojson (QuPath), <stem>.midog.json, <stem>.csv, <stem>.summary.json and <stem>.report.html; all slides of the run are appended to DIR/mitoscope.sqlite (SlideRunner). A bad input is reported and skipped (exit code 2 at the end).
+    Per input, --out DIR gets <stem>.geojson (QuPath), <stem>.midog.json, <stem>.csv, <stem>.summary.json and <stem>.report.html; all slides of the run are appended to DIR/mitoscope.sqlite (SlideRunner). A bad input (or one without tissue) is reported in one line, gets no outputs and is skipped (exit code 2 at the end).
     """
     import warnings
     from dataclasses import replace
@@ -114,13 +114,15 @@ def detect(
     from ..detect import (
         DB_NAME,
         DetectConfig,
+        RunDatabase,
         check_out_dir,
+        check_output_names,
         detect_slide,
+        remove_stale_temporaries,
         resolve_workers,
         unique_stems,
     )
     from ..errors import MitoscopeError, NoTissueError
-    from ..io import SlideRunnerDB
 
     n_workers = resolve_workers(workers)
     paths = list(inputs or [])
@@ -139,7 +141,13 @@ def detect(
         propose_mpp=propose_mpp,
         screen_model=None if screen_model is None else str(screen_model),
     )
+    if mpp is not None:
+        from ..units import validate_mpp
+
+        validate_mpp(mpp, name="--mpp")
+    stems = unique_stems(paths)
     out_dir = check_out_dir(out)
+    check_output_names(out_dir, stems)  # before any work: a name too long fails now
     dev = _check_device(device)
     prop = proposer_from_options(
         proposer,
@@ -169,8 +177,9 @@ def detect(
         return
 
     failures = 0
-    with SlideRunnerDB(out_dir / DB_NAME) as db:
-        for path, stem in zip(paths, unique_stems(paths), strict=True):
+    with RunDatabase(out_dir / DB_NAME) as db:  # created with the first slide's results
+        for path, stem in zip(paths, stems, strict=True):
+            remove_stale_temporaries(out_dir, stem)  # left by a killed earlier run
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", RuntimeWarning)
@@ -188,10 +197,11 @@ def detect(
             except MitoscopeError as exc:
                 failures += 1
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                print(f"mitoscope: error: {path}: {msg}", file=sys.stderr)
+                named = msg.startswith((str(path), path.name))
+                print(f"mitoscope: error: {msg if named else f'{path}: {msg}'}", file=sys.stderr)
                 continue
             if result.stats.no_tissue:
-                # the empty result is written and stated; the run still signals bad input
+                # bad input: one line, nothing written (detect_slide writes no outputs for it)
                 failures += 1
                 print(f"mitoscope: error: {NoTissueError(path)}", file=sys.stderr)
                 continue
@@ -208,10 +218,5 @@ def detect(
                     f"{0 if hot is None else hot.count}, {result.seconds:.1f} s"
                     f" -> {out_dir / stem}.*"
                 )
-    if failures:
-        if len(paths) > 1:
-            print(
-                f"mitoscope: {failures} of {len(paths)} input(s) failed; see the errors above",
-                file=sys.stderr,
-            )
+    if failures:  # one line per failed input was printed above, nothing more
         raise typer.Exit(2)

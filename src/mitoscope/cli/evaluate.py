@@ -82,6 +82,10 @@ def evaluate(
         raise InvalidInputError("give either --threshold or --val-truth/--val-pred, not both")
     if bool(val_truth) != bool(val_pred):
         raise InvalidInputError("--val-truth and --val-pred go together")
+    if bootstrap < 0:
+        raise InvalidInputError(
+            f"--bootstrap must be 0 (off) or a number of replicates, got {bootstrap}"
+        )
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise InvalidInputError(f"--threshold must be a probability in [0, 1], got {threshold}")
 

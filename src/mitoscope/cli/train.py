@@ -105,6 +105,13 @@ def train_cmd(
     if fast_dev_run:
         cfg = replace(cfg, fast_dev_run=True)
     cfg = cfg.validate()
+    from ..train.sources import check_amibr_folder
+
+    if not cfg.sources and cfg.data == "amibr":
+        check_amibr_folder(cfg.data_dir)  # labels.csv readable, before any work
+    for src in cfg.sources:
+        if str(src.get("type", "")).lower() == "amibr" and src.get("path"):
+            check_amibr_folder(src["path"])
     check_writable(Path(cfg.out))  # before any work: a run must not fail at its last step
     result = train(cfg)
     typer.echo(json.dumps({"out": str(result.path), **result.metrics}, default=float))
@@ -124,3 +131,13 @@ def check_writable(out: Path) -> None:
         anc = anc.parent
     if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write the checkpoint {out}: {anc} is not a writable folder")
+    import tempfile
+
+    try:  # the real test (root passes os.access everywhere, read-only mounts do not)
+        fd, probe = tempfile.mkstemp(prefix=".mitoscope-probe.", dir=anc)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the checkpoint {out}: {anc}: {exc.strerror}; choose another --out"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)

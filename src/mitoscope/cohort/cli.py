@@ -43,11 +43,13 @@ def detect_cohort(
     failures = len(res.failed)
     for rec in res.records:
         if rec.status == "failed":
-            print(f"mitoscope: error: {rec.path}: {rec.error}", file=sys.stderr)
+            err = str(rec.error)
+            named = err.startswith((str(rec.path), Path(rec.path).name))
+            print(f"mitoscope: error: {err if named else f'{rec.path}: {err}'}", file=sys.stderr)
             continue
         s = rec.summary or {}
         if summary_no_tissue(s):
-            # as in the single-input run: the empty result is written, the run signals bad input
+            # complete outputs of a no-tissue slide from an earlier version: still bad input
             failures += 1
             print(f"mitoscope: error: {NoTissueError(rec.path)}", file=sys.stderr)
             continue
@@ -62,6 +64,8 @@ def detect_cohort(
             f"{float(s.get('tissue_area_mm2') or 0):.2f} mm² tissue), hotspot 2 mm²: {hot}, "
             f"{rec.seconds:.1f} s -> {Path(out_dir) / rec.stem}.*{tail}"
         )
+    if failures and quiet:  # one line per failed input, nothing more
+        return 2
     if failures:
         print(
             f"mitoscope: {failures} of {len(res.records)} input(s) failed; see the errors "

@@ -72,7 +72,9 @@ def write_marker(
         "completed_unix": round(time.time(), 3),
     }
     dest = marker_path(out_dir, stem)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    from ..io.atomic import temp_prefix
+
+    tmp = dest.with_name(f"{temp_prefix(dest.name)}{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)

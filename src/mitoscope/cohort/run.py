@@ -203,7 +203,7 @@ def run_cohort(
     >>> res.counts()  # doctest: +SKIP
     {'done': 2, 'skipped': 0, 'failed': 0}
     """
-    from ..detect import DB_NAME, DetectConfig, check_out_dir, unique_stems
+    from ..detect import DB_NAME, DetectConfig, check_out_dir, check_output_names, unique_stems
 
     t0 = time.perf_counter()
     ex = str(executor).strip().lower()
@@ -220,6 +220,7 @@ def run_cohort(
         raise InvalidInputError("no input slides given")
     stems = unique_stems(paths)
     out = check_out_dir(out_dir)
+    check_output_names(out, stems)
     cfg = config if config is not None else DetectConfig()
     key = options_key(proposer=proposer, classifier=classifier, config=cfg, mpp=mpp)
 
@@ -258,9 +259,9 @@ def run_cohort(
     )
     database = None
     if db and tasks:
-        from ..io.sliderunner import SlideRunnerDB
+        from ..detect.outputs import RunDatabase
 
-        database = SlideRunnerDB(out / DB_NAME)
+        database = RunDatabase(out / DB_NAME)  # created with the first slide's rows
     n_total = len(records)
     try:
         if tasks:
@@ -314,6 +315,12 @@ def _finish(rec: SlideRecord, outcome: SlideOutcome, *, out: Path, database: Any
     if outcome.status != "done":
         rec.status, rec.error = "failed", outcome.error
         return
+    stats = outcome.result.stats
+    if stats is not None and stats.no_tissue:  # bad input: nothing was written for it
+        from ..errors import NoTissueError
+
+        rec.status, rec.error = "failed", str(NoTissueError())
+        return
     try:
         if database is not None:
             add_to_database(database, outcome.result)
@@ -334,10 +341,11 @@ def _finish(rec: SlideRecord, outcome: SlideOutcome, *, out: Path, database: Any
 def _remove_stale_temporaries(out: Path, stem: str) -> None:
     """Delete temporary files a killed earlier run left for this slide (``.<stem><suffix>.*.tmp``)."""
     from ..detect.outputs import OUTPUT_SUFFIXES
+    from ..io.atomic import temp_prefix
     from .manifest import MARKER_SUFFIX
 
     for suffix in (*OUTPUT_SUFFIXES, MARKER_SUFFIX):
-        for tmp in out.glob(f".{glob_escape(stem)}{suffix}.*.tmp"):
+        for tmp in out.glob(f"{glob_escape(temp_prefix(stem + suffix))}*.tmp"):
             try:
                 tmp.unlink()
             except OSError:

@@ -63,6 +63,77 @@ def check_out_dir(out_dir: str | Path) -> Path:
     return p
 
 
+def check_output_names(out_dir: str | Path, stems: Sequence[str]) -> None:
+    """Check, before any work, that every output file name fits the file system.
+
+    Raises
+    ------
+    OutputError
+        A ``<stem><suffix>`` name is longer than the directory allows (usually 255 bytes).
+    """
+    from ..io.atomic import check_name_length
+
+    longest = max(OUTPUT_SUFFIXES, key=len)
+    for stem in stems:
+        check_name_length(
+            Path(out_dir) / f"{stem}{longest}",
+            hint=f"rename the input so that its name without extension has at most "
+            f"{255 - len(longest)} bytes",
+        )
+
+
+def remove_stale_temporaries(out_dir: str | Path, stem: str) -> None:
+    """Delete the temporary files a killed earlier run left for ``stem``'s outputs and for the
+    run's database (``.<name>.*.tmp``, see :func:`mitoscope.io.atomic.temp_prefix`)."""
+    import glob
+
+    from ..io.atomic import temp_prefix
+
+    out = Path(out_dir)
+    for name in (*(f"{stem}{s}" for s in OUTPUT_SUFFIXES), DB_NAME):
+        for tmp in out.glob(f"{glob.escape(temp_prefix(name))}*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+class RunDatabase:
+    """The run's SlideRunner database, created only when the first slide's rows are ready.
+
+    An existing file is opened (and checked) at once; a new one is created by the first
+    :meth:`add_slide`, so a run that fails or is interrupted before any slide is complete leaves
+    no empty database behind.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: Any = None
+        if self.path.exists():
+            self._open()
+
+    def _open(self) -> Any:
+        if self._db is None:
+            from ..io.sliderunner import SlideRunnerDB
+
+            self._db = SlideRunnerDB(self.path)
+        return self._db
+
+    def add_slide(self, *args: Any, **kwargs: Any) -> Any:
+        return self._open().add_slide(*args, **kwargs)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> RunDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _atypical_threshold(result: SlideResult) -> float:
     return 0.5 if result.counts is None else float(result.counts.atypical_threshold)
 
@@ -135,9 +206,12 @@ def write_outputs(
 __all__ = [
     "DB_NAME",
     "OUTPUT_SUFFIXES",
+    "RunDatabase",
     "add_to_database",
     "check_out_dir",
+    "check_output_names",
     "output_stem",
+    "remove_stale_temporaries",
     "summary_dict",
     "unique_stems",
     "write_outputs",

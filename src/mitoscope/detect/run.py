@@ -67,7 +67,8 @@ def detect_slide(
     config : DetectConfig, optional
     out_dir : path, optional
         Write ``<stem>.geojson``, ``.midog.json``, ``.csv``, ``.summary.json`` and
-        ``.report.html`` here (atomically; nothing is written when detection fails).
+        ``.report.html`` here (atomically; nothing is written when detection fails or the
+        input has no tissue).
     db : SlideRunnerDB, optional
         Append the slide and its mitoses to this database (with ``out_dir``).
     progress : bool
@@ -83,7 +84,9 @@ def detect_slide(
     Returns
     -------
     SlideResult
-        With ``stats.no_tissue`` (and a ``RuntimeWarning``) when the input has no tissue.
+        With ``stats.no_tissue`` (and a ``RuntimeWarning``) when the input has no tissue: an
+        empty result, and nothing written to ``out_dir`` or ``db`` (the CLI reports it as
+        :class:`~mitoscope.errors.NoTissueError`, exit 2).
 
     Examples
     --------
@@ -91,7 +94,7 @@ def detect_slide(
     >>> len(result.mitoses), result.hotspot_2mm2.count  # doctest: +SKIP
     """
     from ..slide import open_slide
-    from .outputs import check_out_dir, output_stem, write_outputs
+    from .outputs import check_out_dir, check_output_names, output_stem, write_outputs
 
     cfg = config or DetectConfig()
     if proposer is None or isinstance(proposer, str):
@@ -115,11 +118,13 @@ def detect_slide(
         out_dir = check_out_dir(out_dir)
 
     own = not hasattr(path_or_reader, "read_region_mpp")
+    if out_dir is not None and (stem or own):
+        check_output_names(out_dir, [stem or output_stem(path_or_reader)])  # type: ignore[arg-type]
     reader = open_slide(path_or_reader, mpp=mpp) if own else path_or_reader  # type: ignore[arg-type]
     try:
         run = run_slide(reader, proposer=proposer, classifier=classifier, cfg=cfg,
                         progress=progress, screen=screen)  # fmt: skip
-        if out_dir is not None:
+        if out_dir is not None and not run.result.stats.no_tissue:
             write_outputs(
                 run,
                 out_dir,

@@ -14,6 +14,57 @@ from pathlib import Path
 
 from ..errors import OutputError
 
+#: names longer than this (bytes) get a shortened temporary name (NAME_MAX is usually 255)
+_LONG_NAME = 120
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of the temporary files written for the output file ``name``.
+
+    ``.<name>.`` (then 8 random characters and ``.tmp``); a long name is cut to 100 characters
+    plus a short hash of the whole name, so the temporary name is never longer than the output
+    name allows and stale temporaries of one output can still be found
+    (``<prefix>*.tmp``).
+
+    >>> temp_prefix("slide.csv")
+    '.slide.csv.'
+    >>> len(temp_prefix("x" * 250)) < 120
+    True
+    """
+    if len(os.fsencode(name)) <= _LONG_NAME:
+        return f".{name}."
+    import hashlib
+
+    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
+    head = name[:100]
+    while len(os.fsencode(head)) > 100:  # multi-byte characters
+        head = head[:-1]
+    return f".{head}~{digest}."
+
+
+def max_name_bytes(directory: str | os.PathLike[str]) -> int:
+    """The longest file name (bytes) ``directory``'s file system allows (255 if unknown)."""
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_name_length(path: str | os.PathLike[str], *, hint: str = "") -> None:
+    """Raise :class:`OutputError` when ``path``'s file name is too long for its directory.
+
+    ``hint`` says what to do (e.g. "rename the input"); checked before any work is done.
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    limit = max_name_bytes(parent if parent.exists() else ".")
+    n = len(os.fsencode(p.name))
+    if n > limit:
+        raise OutputError(
+            f"output file name {p.name[:40]}... is {n} bytes, longer than the {limit} the file "
+            f"system allows; {hint or 'choose a shorter name'}"
+        )
+
 
 def prepare_dir(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
@@ -55,7 +106,7 @@ def atomic_path(path: str | os.PathLike[str], *, copy_existing: bool = False) ->
     final = Path(path)
     parent = prepare_dir(final)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.name), suffix=".tmp", dir=parent)
     except OSError as exc:
         raise OutputError(
             f"cannot write in {parent}: {exc.strerror}; choose another --out"

@@ -311,11 +311,13 @@ class SlideRunnerDB:
         replacing a database another process created meanwhile (parallel cohort workers)."""
         import tempfile
 
-        from .atomic import prepare_dir
+        from .atomic import prepare_dir, temp_prefix
 
         parent = prepare_dir(self.path)
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+            fd, name = tempfile.mkstemp(
+                prefix=temp_prefix(self.path.name), suffix=".tmp", dir=parent
+            )
         except OSError as exc:
             raise OutputError(f"cannot write in {parent}: {exc.strerror}") from None
         os.close(fd)

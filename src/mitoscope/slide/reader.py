@@ -35,6 +35,8 @@ BANDED_THUMBNAIL_PX = 2048
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff", ".ome.tif", ".ome.tiff"}
 BACKENDS = ("auto", "openslide", "tiffslide", "image", "dicom")
+#: plain images larger than this (pixels) are refused (held in memory whole): 1.5 gigapixels
+MAX_IMAGE_PIXELS = 1_500_000_000
 
 
 class SlideReader(ABC):
@@ -465,8 +467,78 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+def _scaled_to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """A whole image of any integer or float pixel type as uint8, by its range.
+
+    Integers above 8 bits are scaled by the bit depth their largest value needs (a 16-bit
+    image by 65535, 12-bit data in 16-bit words by 4095; values up to 255 stay as they are);
+    floats in [0, 1] are scaled by 255, floats in [0, 255] kept. Anything else (negative,
+    NaN, complex) is refused: never turn tissue silently into black or white.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0:
+            raise SlideOpenError(
+                f"{name} has negative pixel values ({arr.dtype}); save it as 8-bit RGB"
+            )
+        if hi <= 255:
+            return arr.astype(np.uint8)
+        full = float(2 ** int(math.ceil(math.log2(hi + 1))) - 1)
+        return np.clip(arr.astype(np.float64) * (255.0 / full) + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        a = arr.astype(np.float64)
+        if a.size and not np.isfinite(a).all():
+            raise SlideOpenError(f"{name} has NaN or infinite pixel values; save it as 8-bit RGB")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo >= 0 and hi <= 1.0:
+            a = a * 255.0
+        elif lo < 0 or hi > 255.0:
+            raise SlideOpenError(
+                f"{name} has {arr.dtype} pixel values in [{lo:.3g}, {hi:.3g}], neither [0, 1] "
+                "nor [0, 255]; save it as 8-bit RGB"
+            )
+        return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+    raise SlideOpenError(f"{name} has unsupported pixel type {arr.dtype}; save it as 8-bit RGB")
+
+
+def _tiff_to_rgb(page: Any, image: np.ndarray, name: str) -> np.ndarray:
+    """The RGB(A) pixels of a flat TIFF page by its photometric interpretation."""
+    photometric = int(getattr(page, "photometric", 2))
+    samples = image.shape[-1] if image.ndim == 3 else 1
+    if image.ndim == 3 and samples not in (1, 2, 3, 4):  # e.g. planar or multi-page stacks
+        raise SlideOpenError(
+            f"{name} has {samples} channels of {image.shape}; give an RGB or greyscale image"
+        )
+    if photometric == 5:  # SEPARATED: CMYK (inks), converted as Pillow does
+        if samples != 4:
+            raise SlideOpenError(f"{name}: separated (ink) TIFF with {samples} inks; save as RGB")
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(_scaled_to_uint8(image, name), "CMYK").convert("RGB"))
+    if photometric not in (0, 1, 2):  # palette, YCbCr, CIELab, ...: let Pillow convert
+        raise SlideOpenError(
+            f"{name}: TIFF colour space {photometric} is not supported; save it as RGB"
+        )
+    if samples == 2:  # grey + alpha
+        image = np.concatenate([image[..., :1]] * 3 + [image[..., 1:]], axis=-1)
+    image = _scaled_to_uint8(image, name)
+    if photometric == 0:  # MINISWHITE: 0 is white
+        image = 255 - image
+    return image
+
+
 def _load_plain_image(path: Path) -> tuple[np.ndarray, float | None]:
-    """Load a flat image and the pixel size its metadata states (um/px), if any."""
+    """Load a flat image and the pixel size its metadata states (um/px), if any.
+
+    Pixel formats are read as they are meant (CMYK, 16-bit, float, greyscale, alpha) or refused
+    with :class:`SlideOpenError`; Pillow's warnings (e.g. "Corrupt EXIF data") are not shown.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     suffix = path.suffix.lower()
@@ -474,28 +546,69 @@ def _load_plain_image(path: Path) -> tuple[np.ndarray, float | None]:
         import tifffile
 
         try:
-            with tifffile.TiffFile(str(path)) as tf:
+            with warnings.catch_warnings(), tifffile.TiffFile(str(path)) as tf:
+                warnings.simplefilter("ignore")
                 page = tf.pages[0]
+                _check_pixels(int(np.prod(page.shape[:2])) if page.shape else 0, path.name)
                 image = page.asarray()
                 found = _tiff_mpp(page)
+                image = _tiff_to_rgb(page, image, path.name)
+        except SlideOpenError:
+            raise
         except Exception as exc:
-            raise SlideOpenError(f"cannot read {path.name} as TIFF: {exc}") from exc
+            raise SlideOpenError(f"cannot read {path.name} as TIFF: {_first_line(exc)}") from exc
         return image, found
     try:
-        with Image.open(path) as im:
-            im.load()
-            dpi = im.info.get("dpi")
-            image = np.asarray(
-                im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
-            )
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SlideOpenError(f"cannot read {path.name} as an image: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+            with im:
+                _check_pixels(im.width * im.height, path.name)
+                im.load()
+                dpi = im.info.get("dpi")
+                if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit / float
+                    image = _scaled_to_uint8(np.asarray(im), path.name)
+                elif im.mode in ("RGBA", "LA", "P", "PA"):
+                    image = np.asarray(im.convert("RGBA"))
+                else:
+                    image = np.asarray(im.convert("RGB"))
+    except SlideOpenError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise SlideOpenError(
+            f"{path.name} is too large to load as a plain image ({_first_line(exc)[:80]}); "
+            "convert it to a pyramidal TIFF"
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
+        if suffix not in IMAGE_SUFFIXES:
+            raise SlideOpenError(
+                f"cannot open {path.name}: neither OpenSlide nor an image reader can read it "
+                "(corrupt, truncated or an unsupported format)"
+            ) from exc
+        raise SlideOpenError(f"cannot read {path.name} as an image: {_first_line(exc)}") from exc
     found = None
     if dpi and dpi[0] and float(dpi[0]) > 1.5:  # 1 dpi / 72 dpi defaults carry no information
         candidate = 25400.0 / float(dpi[0])
         if candidate < 20:  # a real microscope resolution, not a screen default (72/96 dpi)
             found = candidate
     return image, found
+
+
+def _check_pixels(n: int, name: str) -> None:
+    if n > MAX_IMAGE_PIXELS:
+        raise SlideOpenError(
+            f"{name} declares {n / 1e6:.0f} megapixels, too many for a plain image held in "
+            f"memory (at most {MAX_IMAGE_PIXELS / 1e6:.0f}); convert it to a pyramidal TIFF"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _tiff_mpp(page: Any) -> float | None:

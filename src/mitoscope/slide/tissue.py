@@ -143,17 +143,24 @@ def tissue_for_detection(
 
     Region images no larger than one tile (``tile_um``) count as tissue everywhere (a crop is
     chosen by a person; thumbnail-based tissue detection is meaningless at that size) unless
-    they are blank glass; larger images go through :func:`detect_tissue`.
+    they are blank (glass, black or one flat colour, :func:`is_blank`); larger images go through :func:`detect_tissue`.
     """
     import math
 
     info = reader.info
+    thumb = reader.get_thumbnail(512)
+    if is_greyscale(thumb):
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"{info.path.name} is a greyscale image; mitoscope needs colour (RGB) H&E"
+        )
     w_um, h_um = info.width * info.mpp, info.height * info.mpp
     if w_um <= tile_um and h_um <= tile_um:
         ds = max(1.0, max(info.width, info.height) / 256.0)
         mw = max(1, int(math.ceil(info.width / ds)))
         mh = max(1, int(math.ceil(info.height / ds)))
-        blank = is_blank(reader.get_thumbnail(512))
+        blank = is_blank(thumb)
         mask = np.full((mh, mw), not blank, dtype=bool)
         tissue = TissueMask(mask=mask, downsample=info.width / mw, mpp=info.mpp * info.width / mw)
         area = 0.0 if blank else info.area_mm2
@@ -162,10 +169,31 @@ def tissue_for_detection(
     return tissue, tissue.area_mm2, []
 
 
+def is_greyscale(rgb: np.ndarray) -> bool:
+    """Whether an image with content (not glass, not black) has no colour at all: under
+    0.5 % of its non-white, non-black pixels differ by more than 8 levels between channels
+    (H&E tissue is pink and purple)."""
+    if rgb.ndim != 3 or rgb.shape[-1] < 3 or rgb.size == 0:
+        return True
+    px = rgb[..., :3].reshape(-1, 3).astype(np.int16)
+    lo, hi = px.min(axis=1), px.max(axis=1)
+    content = (lo < 220) & (hi > 30)
+    if content.mean() < 0.005:
+        return False  # glass or black: is_blank decides
+    return float(((hi - lo)[content] > 8).mean()) < 0.005
+
+
 def is_blank(rgb: np.ndarray) -> bool:
-    """Whether an image is glass only (under 0.5 % of pixels stained or dark)."""
+    """Whether an image holds no tissue: glass only (under 0.5 % of pixels stained or
+    mid-dark), black (pixels darker than 0.12 in value are artefacts or padding, as in
+    :func:`tissue_mask_from_rgb`), or one flat colour without any structure."""
     from skimage.color import rgb2hsv
 
+    if rgb.size == 0:
+        return True
     hsv = rgb2hsv(rgb[..., :3])
-    stained = (hsv[..., 1] > 0.08) | (hsv[..., 2] < 0.7)
-    return float(stained.mean()) < 0.005
+    val = hsv[..., 2]
+    stained = ((hsv[..., 1] > 0.08) | (val < 0.7)) & (val >= 0.12)
+    if float(stained.mean()) < 0.005:
+        return True
+    return float(np.std(val)) < 0.005 and float(np.std(hsv[..., 1])) < 0.005

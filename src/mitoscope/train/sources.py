@@ -249,6 +249,86 @@ def validate_sources(sources: Any) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+#: the labels.csv columns of an AMi-Br crop folder that training reads
+AMIBR_COLUMNS = ("file", "label", "slide", "dataset", "uid", "expert1_label")
+
+
+def check_amibr_folder(path: str | Path) -> None:
+    """Check an AMi-Br crop folder's ``labels.csv`` before any work (one-line errors).
+
+    Raises
+    ------
+    InvalidInputError
+        No folder or no ``labels.csv``; the file is not UTF-8 CSV, lacks a column of
+        :data:`AMIBR_COLUMNS`, has no rows, or a label other than Normal / Atypical.
+    """
+    import csv
+
+    root = Path(path)
+    if not root.is_dir():
+        raise InvalidInputError(f"--data-dir {root} is not a folder; pass the amibr-train folder")
+    lab = root / "labels.csv"
+    if not lab.is_file():
+        raise InvalidInputError(f"{root} has no labels.csv; pass the amibr-train folder")
+    try:
+        with open(lab, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+            header = list(rows[0]) if rows else []
+            if not rows:
+                f.seek(0)
+                header = next(csv.reader(f), [])
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise InvalidInputError(
+            f"{lab} is not a readable CSV file ({type(exc).__name__}); pass the amibr-train folder"
+        ) from None
+    missing = [c for c in AMIBR_COLUMNS if c not in header]
+    if missing:
+        raise InvalidInputError(
+            f"{lab} lacks the column(s) {', '.join(missing)}; expected the AMi-Br labels "
+            f"({', '.join(AMIBR_COLUMNS)}, ...)"
+        )
+    if not rows:
+        raise InvalidInputError(f"{lab} has a header but no rows: nothing to train on")
+    bad = sorted({str(r.get("label")) for r in rows} - {"Normal", "Atypical"})
+    if bad:
+        raise InvalidInputError(
+            f"{lab}: label must be Normal or Atypical, got {', '.join(bad[:3])}"
+        )
+
+
+def check_config_types(cfg: Any) -> None:
+    """Check that every field of a config dataclass has its declared type (str, int, float,
+    bool, optional, tuple), so a wrong type in a config file fails at once, in one line."""
+    import dataclasses
+
+    names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        typ = str(f.type).replace(" | None", "")
+        if value is None and "None" in str(f.type):
+            continue
+        if typ.startswith("tuple"):
+            if not isinstance(value, (tuple, list)):
+                raise InvalidInputError(f"{f.name} must be a list, got {value!r:.60}")
+            item = typ[len("tuple[") :].split(",")[0].strip()
+            if item in names and not all(_is_type(v, item) for v in value):
+                raise InvalidInputError(f"{f.name} must be a list of {item}, got {value!r:.60}")
+        elif typ in names and not _is_type(value, typ):
+            raise InvalidInputError(f"{f.name} must be {names[typ]}, got {value!r:.60}")
+
+
+def _is_type(value: Any, typ: str) -> bool:
+    if typ == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if typ == "int":
+        return isinstance(value, int)
+    if typ == "float":
+        return isinstance(value, (int, float))
+    return isinstance(value, str)
+
+
 def parse_source_arg(text: str) -> dict[str, Any]:
     """Parse ``TYPE:PATH[,key=value...]`` (the ``--source`` option) into a source table.
 

@@ -105,10 +105,10 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         from ..classify.registry import get_spec
+        from .sources import check_config_types, list_sources, validate_sources
 
+        check_config_types(self)
         get_spec(self.arch)
-        from .sources import list_sources, validate_sources
-
         if self.sources:
             validate_sources(self.sources)
         elif self.data not in list_sources():
@@ -165,26 +165,48 @@ def load_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise InvalidInputError(f"config file not found: {p}")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read config {p.name}: {type(exc).__name__}") from None
     if p.suffix.lower() == ".toml":
         import tomllib
 
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInputError(f"{p.name} is not valid TOML: {exc}") from None
     elif p.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise InvalidInputError("reading YAML needs PyYAML; use a .toml config") from None
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1})" if where is not None else ""
+            raise InvalidInputError(f"{p.name} is not valid YAML{at}") from None
     else:
         raise InvalidInputError(f"config must be .toml or .yaml, got {p.name}")
-    data = data.get("train", data)
+    if isinstance(data, dict) and "train" in data:
+        data = data["train"]
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{p.name} must hold a table of TrainConfig fields ([train])")
     known = {f for f in TrainConfig.__dataclass_fields__}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidInputError(f"unknown config keys in {p.name}: {', '.join(unknown)}")
     if "seeds" in data:
-        data["seeds"] = tuple(int(s) for s in data["seeds"])
+        seeds = data["seeds"]
+        seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+        if not isinstance(seeds, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds
+        ):
+            raise InvalidInputError(
+                f"{p.name}: seeds must be a list of integers, got {seeds!r:.60}"
+            )
+        data["seeds"] = tuple(seeds)
     if "sources" in data:
         src = data["sources"]
         if not isinstance(src, list) or not all(isinstance(t, dict) for t in src):
@@ -194,6 +216,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data["sources"] = tuple(dict(t) for t in src)
     for key in ("domain_augment", "tissue_exclude_organs"):
         if key in data:
+            if not isinstance(data[key], list):
+                raise InvalidInputError(f"{p.name}: {key} must be a list of names")
             data[key] = tuple(str(v) for v in data[key])
     return data
 
