@@ -10,7 +10,6 @@ With a token, every request needs it: ``?token=`` (the page then sets an HttpOnl
 the ``X-Mitoscope-Token`` header or that cookie; otherwise 401.
 """
 
-from __future__ import annotations
 
 import hmac
 from pathlib import Path
@@ -35,10 +34,9 @@ def create_app(
 ) -> Any:
     """The FastAPI application reviewing ``store``'s detections on the slides in ``slides_dir``."""
     import jinja2
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import Body, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel
 
     tiles = TileServer(slides_dir)
     slide_names = {it.slide: it.slide_name for it in store.items}
@@ -114,19 +112,17 @@ def create_app(
             raise HTTPException(status_code=404, detail="no such item")
         return {"item": item.to_dict(), "answers": store.history(uid)}
 
-    class Answer(BaseModel):
-        item: int
-        answer: str
-        reviewer: str
-
     @app.post("/api/answer")
-    def answer(body: Answer, request: Request) -> Any:
+    def answer(request: Request, body: Any = Body(...)) -> Any:
         # JSON only: a cross-site form post cannot send it without a CORS preflight
         if "application/json" not in request.headers.get("content-type", ""):
             raise HTTPException(status_code=415, detail="JSON body required")
+        if not isinstance(body, dict):
+            raise HTTPException(status_code=400, detail="expected {item, answer, reviewer}")
         try:
-            label = store.answer(body.item, body.reviewer, body.answer)
-        except InvalidInputError as exc:
+            label = store.answer(int(body.get("item")), str(body.get("reviewer", "")),
+                                 str(body.get("answer", "")))  # fmt: skip
+        except (InvalidInputError, TypeError, ValueError) as exc:
             _bad(exc)
         return {"label": label, "progress": store.progress()}
 

@@ -145,7 +145,7 @@ class ReviewStore:
         self._claims: dict[int, tuple[str, float]] = {}
         con = self._connect()
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            _wal(con)
             tables = {
                 r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
@@ -452,6 +452,20 @@ class _write:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _wal(con: sqlite3.Connection) -> None:
+    """Switch the database to WAL (readers never block the writer; survives a kill); the
+    switch needs the database to itself, so it is retried while others use it."""
+    for attempt in range(100):
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            con.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
 
 
 def _get_class(con: sqlite3.Connection, name: str) -> int:
