@@ -26,6 +26,10 @@ class MitosisModule(L.LightningModule):
         ``n_normal / n_atypical`` of the training figures.
     subtype_weight : float
         Weight of the subtype cross-entropy (only if the network has a subtype head).
+    freeze_bn : bool
+        Keep every batch-norm layer in eval mode (running statistics frozen) while training:
+        for fine-tuning, where batch statistics of the new data mix would otherwise drift away
+        from what the network sees at inference (measured: ROC AUC 0.999 -> 0.88 in eval mode).
     """
 
     def __init__(
@@ -39,8 +43,10 @@ class MitosisModule(L.LightningModule):
         atypical_weight: float = 0.5,
         atypical_pos_weight: float = 1.0,
         subtype_weight: float = 0.2,
+        freeze_bn: bool = False,
     ) -> None:
         super().__init__()
+        self.freeze_bn = bool(freeze_bn)
         self.net = net
         self.lr = lr
         self.weight_decay = weight_decay
@@ -74,6 +80,12 @@ class MitosisModule(L.LightningModule):
                     out["subtype"][ok].float(), st[ok]
                 )
         return losses
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_bn:  # fine-tuning: keep the running statistics of the initial model
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)

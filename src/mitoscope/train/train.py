@@ -96,6 +96,7 @@ class TrainConfig:
     tissue_exclude_organs: tuple[str, ...] = ()
     tissue_val_per_organ: int = 1
     init_from: str | None = None
+    freeze_bn: bool | None = None  # default: on when fine-tuning (init_from)
     domain_augment: tuple[str, ...] = ()
     domain_p: float = 0.5
     hard_negative_rounds: int = 0
@@ -492,6 +493,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             multitask=cfg.multitask,
             atypical_weight=cfg.atypical_weight,
             atypical_pos_weight=pos_weight,
+            freeze_bn=bool(cfg.init_from) if cfg.freeze_bn is None else bool(cfg.freeze_bn),
         )
         ds = PatchDataset(
             tr,
