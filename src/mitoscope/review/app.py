@@ -10,7 +10,6 @@ With a token, every request needs it: ``?token=`` (the page then sets an HttpOnl
 the ``X-Mitoscope-Token`` header or that cookie; otherwise 401.
 """
 
-
 import hmac
 from pathlib import Path
 from typing import Any

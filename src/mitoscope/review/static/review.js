@@ -7,7 +7,7 @@
   var CONTEXT_PX = 160;
   var $ = function (id) { return document.getElementById(id); };
   var reviewerInput = $("reviewer"), queueSelect = $("queue"), status = $("status");
-  var current = null, currentSlide = null, skipped = [], busy = false, overlay = null;
+  var current = null, currentSlide = null, skipped = [], busy = false, overlay = null, seq = 0;
 
   var viewer = OpenSeadragon({
     id: "viewer", prefixUrl: "static/images/", showNavigator: true,
@@ -125,8 +125,10 @@
     var q = queueSelect.value;
     var url = "api/next?queue=" + encodeURIComponent(q) + "&reviewer=" +
       encodeURIComponent(reviewer()) + "&skip=" + encodeURIComponent(skipped.join(","));
+    var mine = ++seq;  // only the latest request's answer is shown
     busy = true;
     return api(url).then(function (body) {
+      if (mine !== seq) { return; }
       showProgress(body.progress);
       current = body.item;
       if (!current) {
@@ -136,8 +138,10 @@
         showItem(current, body.answers);
         goTo(current);
       }
-    }).catch(function (err) { say(err.message, true); })
-      .then(function () { busy = false; document.body.dataset.ready = "1"; });
+    }).catch(function (err) { if (mine === seq) { say(err.message, true); } })
+      .then(function () {
+        if (mine === seq) { busy = false; document.body.dataset.ready = "1"; }
+      });
   }
 
   function answer(value) {
@@ -174,6 +178,9 @@
     window.localStorage.setItem("mitoscope.queue", queueSelect.value);
     window.location.hash = queueSelect.value;
     skipped = []; loadNext();
+  });
+  reviewerInput.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter") { reviewerInput.blur(); }  // then the answer keys work
   });
   reviewerInput.addEventListener("change", function () {
     window.localStorage.setItem("mitoscope.reviewer", reviewer());
