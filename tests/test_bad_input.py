@@ -377,39 +377,45 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_signal_during_detect_leaves_nothing(
-    sig: signal.Signals, files: dict[str, Path], tiny: Path, tmp_path: Path
-) -> None:
-    """Interrupted or killed while detecting: no partial output, no temporary file, no process
-    left behind after the next run (which completes)."""
-    out = tmp_path / "o"
-    svs = shared_file("slides", "cmu_small_region.svs")
-    args = ["detect", str(svs), "--out", str(out), "--model", str(tiny), "--workers", "2", "-q"]
-    p = _cli(args)
+def _interrupt(args: list[str], sig: signal.Signals) -> tuple[int, str, list[int]]:
+    """Start ``mitoscope`` and send ``sig`` once its worker processes run; (rc, stderr, the
+    processes it had started)."""
+    p = _cli(args, start_new_session=True)
     deadline = time.time() + 60
-    kids: list[int] = []
-    while time.time() < deadline and p.poll() is None:  # wait for the worker processes
-        kids = _children(p.pid)
-        if len(kids) >= 2:
-            break
-        time.sleep(0.2)
+    while time.time() < deadline and p.poll() is None and len(_children(p.pid)) < 3:
+        time.sleep(0.2)  # the fork server, the resource tracker and a worker
     time.sleep(1.0)
     if p.poll() is not None:
         pytest.skip("detection finished before the signal")
     kids = _children(p.pid)
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
     if sig == signal.SIGINT:
-        assert p.returncode == 130
-        assert err.strip().splitlines() == ["mitoscope: interrupted"]
-    time.sleep(3.0)  # orphans notice their parent is gone
-    assert [k for k in kids if _alive(k)] == []
-    left = sorted(q.name for q in out.iterdir()) if out.exists() else []
-    assert [n for n in left if not n.startswith(".")] == []  # no partial output, no database
-    p2 = _cli(args)
-    _, err2 = p2.communicate(timeout=300)
-    assert p2.returncode == 0, err2
+        os.killpg(p.pid, sig)  # Ctrl-C in a terminal: the whole process group
+    else:
+        p.send_signal(sig)  # kill -9 of the main process only
+    _, err = p.communicate(timeout=60)
+    deadline = time.time() + 10  # orphans notice the main process is gone
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.2)
+    return p.returncode, err, kids
+
+
+def test_sigkill_and_sigint_during_detect_leave_nothing(tmp_path: Path, tiny: Path) -> None:
+    """Killed (SIGKILL), then interrupted (Ctrl-C) while detecting: no process, no partial
+    output and no database left; the next run completes and leaves no temporary file."""
+    out = tmp_path / "o"
+    svs = shared_file("slides", "cmu_small_region.svs")
+    args = ["detect", str(svs), "--out", str(out), "--model", str(tiny), "--workers", "2", "-q"]
+    for sig in (signal.SIGKILL, signal.SIGINT):
+        rc, err, kids = _interrupt(args, sig)
+        assert len(kids) >= 3
+        assert [k for k in kids if _alive(k)] == [], sig  # no worker, fork server or tracker
+        if sig == signal.SIGINT:
+            assert rc == 130 and err.strip().splitlines() == ["mitoscope: interrupted"]
+        left = sorted(q.name for q in out.iterdir()) if out.exists() else []
+        assert [n for n in left if not n.startswith(".")] == [], sig
+    p = _cli([*args, "--no-report"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
     left = sorted(q.name for q in out.iterdir())
     assert not [n for n in left if n.startswith(".")], left  # stale temporaries removed
     assert "cmu_small_region.summary.json" in left and "mitoscope.sqlite" in left

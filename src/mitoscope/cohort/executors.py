@@ -149,7 +149,11 @@ def run_serial(
 _POOL_MODELS: dict[str, Any] = {}
 
 
-def _pool_init(models: Models, key: str) -> None:
+def _pool_init(models: Models, key: str, main_pid: int | None = None) -> None:
+    if main_pid is not None:
+        from ..detect.parallel import watch_parent
+
+        watch_parent(main_pid)  # no orphan when the driver is killed; Ctrl-C is the driver's
     _POOL_MODELS["models"] = models
     _POOL_MODELS["key"] = key
 
@@ -171,7 +175,10 @@ def run_local_pool(
     todo = list(reversed(tasks))
     while todo:
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_pool_init, initargs=(models, key)
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_pool_init,
+            initargs=(models, key, os.getpid()),
         )
         running: dict[Any, SlideTask] = {}
         broken = False

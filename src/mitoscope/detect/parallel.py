@@ -84,6 +84,59 @@ def pool_context() -> Any:
     return mp.get_context("spawn" if os.name == "nt" else "forkserver")
 
 
+def _process_state(pid: int) -> str | None:
+    """``"<start time>"`` of a live process, ``None`` when it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            pass
+        return "?"
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def watch_parent(main_pid: int, interval_s: float = 0.5) -> None:
+    """In a worker process: ignore Ctrl-C (the main process handles it and stops the pool), and
+    exit at once when the main process ``main_pid`` is gone.
+
+    Needed because a ``forkserver`` worker's parent is the fork server, and the fork server
+    lives as long as any worker does: after ``kill -9`` of ``mitoscope detect`` neither would
+    ever exit on its own (nor the resource tracker, whose pipe they hold).
+    """
+    import signal
+    import threading
+    import time
+
+    with contextlib.suppress(ValueError, OSError):  # not in the main thread, or no signals
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    identity = _process_state(main_pid)
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if _process_state(main_pid) != identity:
+                os._exit(1)
+
+    if identity is None:
+        os._exit(1)
+    threading.Thread(target=watch, name="mitoscope-watch-main", daemon=True).start()
+
+
+def _init_worker(
+    main_pid: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
+    watch_parent(main_pid)
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def ordered_map(
     fn: Callable[..., Any],
     items: Iterable[Any],
@@ -106,8 +159,8 @@ def ordered_map(
         with ProcessPoolExecutor(
             max_workers=workers,
             mp_context=pool_context(),
-            initializer=initializer,
-            initargs=initargs,
+            initializer=_init_worker,
+            initargs=(os.getpid(), initializer, initargs),
         ) as pool:
             pending: deque = deque()
             it = iter(items)
@@ -139,4 +192,5 @@ __all__ = [
     "pool_context",
     "resolve_workers",
     "usable_cores",
+    "watch_parent",
 ]
