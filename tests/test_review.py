@@ -295,3 +295,29 @@ def test_cli_refuses_other_hosts_without_token(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2 and "--token" in r.stderr
+
+
+def test_select_prefers_uncertain_and_spreads_across_slides(tmp_path: Path) -> None:
+    from mitoscope.review.select import select_for_review, write_queues
+
+    run_a, slides = make_run(tmp_path / "a", probs=(0.50, 0.51, 0.52, 0.99, 0.98))
+    run_b, _ = make_run(tmp_path / "b", probs=(0.60, 0.97, 0.96))
+    store_a = ReviewStore(run_a)
+    done = next(u for u in store_a.by_uid if store_a.by_uid[u].probability == 0.50)
+    store_a.answer(done, "alice", "not")  # answered ones are not chosen again
+    items = select_for_review([run_a, run_b], budget=3)
+    chosen = [(Path(i["db"]).parent.parent.name, i["probability"]) for i in items]
+    # scores u * (1 + picked on its slide): 0.51 -> 0.01, 0.52 -> 0.02 * 2, b's 0.60 -> 0.10
+    assert chosen[0] == ("a", 0.51)
+    assert ("b", 0.60) in chosen and len(chosen) == 3
+    assert sorted(p for _, p in chosen) == [0.51, 0.52, 0.60]
+    paths = write_queues(items, None)
+    assert sorted(p.parent for p in paths) == sorted([run_a, run_b])
+    store = ReviewStore(run_a)  # picks up run_a/review_queue.json
+    assert [store.by_uid[u].probability for u in store.queues["selected"]] == [0.51, 0.52]
+    c = TestClient(create_app(store, slides))
+    nxt = c.get("/api/next", params={"queue": "selected", "reviewer": "bob"}).json()
+    assert nxt["item"]["probability"] == 0.51
+    assert nxt["progress"]["selected"] == {"total": 2, "done": 0}
+    with pytest.raises(InvalidInputError, match="budget"):
+        select_for_review([run_a], budget=0)

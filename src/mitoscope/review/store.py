@@ -324,6 +324,15 @@ class ReviewStore:
             out.setdefault(int(anno), []).append((str(person), str(cls), int(label)))
         return out
 
+    def answered(self) -> dict[int, list[tuple[str, str, int]]]:
+        """Annotation uid -> its human answers ``(person, class name, label uid)``, oldest
+        first."""
+        con = self._connect()
+        try:
+            return self._answers(con)
+        finally:
+            con.close()
+
     @staticmethod
     def _needs_second(answers: list[tuple[str, str, int]]) -> bool:
         people = {a[0] for a in answers}
