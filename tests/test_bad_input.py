@@ -9,6 +9,7 @@ tissue image (``tissue/images``), and the real SVS truncated.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -123,7 +124,27 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny: Path) -> dict[str, Pat
     f["a_file"].write_text("x")
     f["bad_json"] = d / "bad.json"
     f["bad_json"].write_text("{not json")
+    # MIDOG points files (mm) of one image, under different names
+    f["mm_truth"] = d / "case_truth.json"
+    f["mm_truth"].write_text(json.dumps(_points([(1.0, 1.0), (2.0, 2.5)])))
+    f["mm_pred"] = d / "case_pred.json"
+    f["mm_pred"].write_text(json.dumps(_points([(1.001, 1.0, 0.9), (3.0, 2.5, 0.8)])))
+    f["px_pred"] = d / "pred_px.csv"
+    f["px_pred"].write_text("x_px,y_px\n10,10\n")
+    f["pred_dir"] = d / "preds"
+    f["pred_dir"].mkdir()
+    (f["pred_dir"] / "other.midog.json").write_text(f["mm_pred"].read_text())
     return f
+
+
+def _points(pts: list[tuple[float, ...]]) -> dict:
+    out = []
+    for p in pts:
+        pt = {"point": [p[0], p[1], 0], "name": "mitotic figure"}
+        if len(p) > 2:
+            pt["probability"] = p[2]
+        out.append(pt)
+    return {"type": "Multiple points", "points": out}
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, list[str]]:
@@ -202,6 +223,8 @@ CASES = [
     ("evaluate-bad-json", ["evaluate", "--truth", "{bad_json}", "--pred", "{bad_json}"]),
     ("evaluate-missing", ["evaluate", "--truth", "{rgb}.json", "--pred", "{bad_json}"]),
     ("evaluate-by", ["evaluate", "--truth", "{bad_json}", "--pred", "{bad_json}", "--by", "x"]),
+    ("evaluate-mm-meets-px", ["evaluate", "--truth", "{mm_truth}", "--pred", "{px_pred}"]),
+    ("evaluate-folder-unmatched", ["evaluate", "--truth", "{mm_truth}", "--pred", "{pred_dir}"]),
     # train (all fail before any training)
     ("train-no-labels", ["train", "--data-dir", "{no_labels}"]),
     ("train-garbage-labels", ["train", "--data-dir", "{garbage_labels}"]),
@@ -284,6 +307,25 @@ def test_all_black_is_not_tissue() -> None:
     assert is_blank(np.zeros((64, 64, 3), np.uint8))
     assert is_blank(np.full((64, 64, 3), 128, np.uint8))  # one flat colour
     assert is_blank(np.full((64, 64, 3), 250, np.uint8))
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_mm_files_need_no_mpp_and_one_of_each_pairs(
+    files: dict[str, Path], capsys
+) -> None:
+    """Two MIDOG points files (mm) of one image, different names: matched mm to mm without
+    --mpp, paired and said so."""
+    argv = ["evaluate", "--truth", str(files["mm_truth"]), "--pred", str(files["mm_pred"])]
+    rc = main([*argv, "--json", "--bootstrap", "0"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    d = json.loads(cap.out)
+    assert (d["tp"], d["fp"], d["fn"]) == (1, 1, 1)
+    assert d["paired"] == [["case_pred", "case_truth"]] and d["units"] == "mm"
+    assert cap.err.strip().splitlines() == [
+        "mitoscope: note: one truth image and one predicted image: case_pred is evaluated as "
+        "case_truth"
+    ]
 
 
 # ----------------------------------------------------------------------------- names, database

@@ -99,6 +99,12 @@ def evaluate(
             f"{_short(test.missing_predictions)}",
             file=sys.stderr,
         )
+    for pred_name, truth_name in test.paired:
+        print(
+            f"mitoscope: note: one truth image and one predicted image: {pred_name} is "
+            f"evaluated as {truth_name}",
+            file=sys.stderr,
+        )
     if test.unknown_predictions:
         print(
             f"mitoscope: warning: predictions for {len(test.unknown_predictions)} image(s) "
@@ -124,6 +130,8 @@ def evaluate(
         "threshold_source": threshold_source,
         "missing_predictions": test.missing_predictions,
         "unknown_predictions": test.unknown_predictions,
+        "paired": [list(p) for p in test.paired],
+        "units": "mm" if test.mm_only else "px",
     }
     if bootstrap > 0:
         extra["f1_ci95"] = bootstrap_ci(per_image, n_boot=bootstrap, rng=seed).to_dict()

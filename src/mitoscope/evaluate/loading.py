@@ -41,6 +41,15 @@ class LoadedSet:
     images: list[EvalImage]
     missing_predictions: list[str] = field(default_factory=list)
     unknown_predictions: list[str] = field(default_factory=list)
+    #: (prediction image, truth image) paired although their names differ: one of each
+    paired: list[tuple[str, str]] = field(default_factory=list)
+    #: both sides in millimetres: matched mm to mm, no pixel size needed (or used)
+    mm_only: bool = False
+
+
+#: the pixel size used inside when truth and predictions are both MIDOG points (mm): any
+#: value gives the same mm-to-mm matching; 1 um/px keeps the conversions exact
+NOMINAL_MPP = 1.0
 
 
 def _stem(name: str) -> str:
@@ -106,24 +115,29 @@ def read_truth(
     return _read(p, "truth", **kwargs)
 
 
-def read_predictions(path: str | os.PathLike[str], *, mpp: float | None) -> list[Any]:
-    """Read predictions: one file, or a directory of per-image files (``<stem>.midog.json``)."""
-    p = Path(path)
+def _prediction_files(p: Path) -> list[Path]:
+    """The prediction file, or the prediction files of a directory."""
     if not p.exists():
         raise InvalidInputError(f"prediction path not found: {p}")
-    files = [p]
-    if p.is_dir():
-        files = sorted(
-            f
-            for f in p.iterdir()
-            if f.is_file()
-            and f.suffix.lower() in (".json", ".geojson", ".csv")
-            and not f.name.endswith(".summary.json")
+    if not p.is_dir():
+        return [p]
+    files = sorted(
+        f
+        for f in p.iterdir()
+        if f.is_file()
+        and f.suffix.lower() in (".json", ".geojson", ".csv")
+        and not f.name.endswith(".summary.json")
+    )
+    if not files:
+        raise InvalidInputError(
+            f"no prediction files (*.midog.json, *.geojson, *.csv) in directory {p}"
         )
-        if not files:
-            raise InvalidInputError(
-                f"no prediction files (*.midog.json, *.geojson, *.csv) in directory {p}"
-            )
+    return files
+
+
+def read_predictions(path: str | os.PathLike[str], *, mpp: float | None) -> list[Any]:
+    """Read predictions: one file, or a directory of per-image files (``<stem>.midog.json``)."""
+    files = _prediction_files(Path(path))
     out = []
     for f in files:
         kwargs: dict[str, Any] = {}
@@ -169,14 +183,26 @@ def pair_images(
 
     pred_rows: dict[str, list[tuple[Any, np.ndarray]]] = {}
     unknown: list[str] = []
+    paired: list[tuple[str, str]] = []
     for ann in predictions:
         names = list(ann.images_all) if ann.images_all is not None else ann.images()
+        single = not per_file_predictions and len(predictions) == len(names) == 1
+        single = single and len(truth_images) == 1
         for name in names:
             target = name if name in truth_images else by_stem.get(_stem(name))
+            if target is None and single:  # one truth image, one predicted: the same image
+                target = truth_images[0]
+                paired.append((str(name), str(target)))
             if target is None:
                 unknown.append(str(name))
                 continue
             pred_rows.setdefault(target, []).append((ann, ann.image == name))
+    if per_file_predictions and unknown:
+        raise InvalidInputError(
+            f"{len(unknown)} prediction file(s) match no truth image by name: "
+            f"{', '.join(sorted(set(unknown))[:5])}{', ...' if len(set(unknown)) > 5 else ''}; "
+            "name each <image stem>.midog.json"
+        )
 
     images, missing = [], []
     for name in truth_images:
@@ -216,7 +242,7 @@ def pair_images(
                 height_px=int(height) if height else None,
             )
         )
-    return LoadedSet(images, missing, sorted(set(unknown)))
+    return LoadedSet(images, missing, sorted(set(unknown)), paired=paired)
 
 
 def _check_units(
@@ -261,10 +287,25 @@ def load_eval_set(
     radius_um: float = MIDOG_RADIUS_UM,
 ) -> LoadedSet:
     """Read and pair truth and predictions from files (see the ``mitoscope evaluate`` command)."""
+    mm_only = False
     if mpp is not None:
         mpp = validate_mpp(mpp, name="--mpp")
+    else:
+        t, files = Path(truth_path), _prediction_files(Path(pred_path))
+        t_mm = t.is_file() and _is_midog_points(t)
+        p_mm = [_is_midog_points(f) for f in files]
+        if t_mm and all(p_mm):
+            mpp, mm_only = NOMINAL_MPP, True  # mm to mm, as the official evaluator
+        elif t_mm or any(p_mm):
+            mm = t.name if t_mm else files[p_mm.index(True)].name
+            raise InvalidInputError(
+                f"{mm} is in millimetres (MIDOG points) but the other side is in pixels; pass "
+                "the pixel size with --mpp (um/px) to match them"
+            )
     truth = read_truth(truth_path, split_csv=split_csv, split=split, mpp=mpp)
     preds = read_predictions(pred_path, mpp=mpp)
-    return pair_images(
+    loaded = pair_images(
         truth, preds, mpp=mpp, radius_um=radius_um, per_file_predictions=Path(pred_path).is_dir()
     )
+    loaded.mm_only = mm_only
+    return loaded
