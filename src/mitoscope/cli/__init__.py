@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "survival",
     "train",
     "classify",
+    "review",
 ]
 
 app = typer.Typer(
