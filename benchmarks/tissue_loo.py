@@ -52,13 +52,13 @@ AMIBR = common.SHARED_DATA / "amibr-train"
 #: fine-tuning budget of every trained variant (per fold; the shipped model's recipe,
 #: configs/default_model_tissue.toml)
 BASE = {
-    "epochs": 2,
+    "epochs": 6,
     "samples_per_epoch": 8192,
     "batch_size": 64,
-    "lr": 5e-4,
+    "lr": 1e-3,
     "freeze_bn": True,
     "neg_ratio": 3.0,
-    "atypical_views": 1,
+    "atypical_views": 3,
     "atypical_steps": 300,
     "atypical_tta": 4,
     "threads": 2,
@@ -74,7 +74,7 @@ def variant_config(name: str) -> dict:
     parts = name.split("+")
     if parts[0] != "hnm":
         raise SystemExit(f"unknown variant {name!r}")
-    out: dict = {"hard_negative_rounds": 1, "hard_negative_epochs": 1, "domain_p": 0.3}
+    out: dict = {"hard_negative_rounds": 1, "hard_negative_epochs": 2, "domain_p": 0.3}
     if len(parts) == 2:
         ops = DOMAIN_AUGMENTATIONS if parts[1] == "all" else (parts[1],)
         if not set(ops) <= set(DOMAIN_AUGMENTATIONS):
