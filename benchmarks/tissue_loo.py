@@ -52,10 +52,10 @@ AMIBR = common.SHARED_DATA / "amibr-train"
 #: fine-tuning budget of every trained variant (per fold; the shipped model's recipe,
 #: configs/default_model_tissue.toml)
 BASE = {
-    "epochs": 6,
+    "epochs": 5,
     "samples_per_epoch": 8192,
     "batch_size": 64,
-    "lr": 1e-3,
+    "lr": 5e-4,
     "freeze_bn": True,
     "neg_ratio": 3.0,
     "atypical_views": 3,
