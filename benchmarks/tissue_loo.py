@@ -183,8 +183,43 @@ def recall_metrics(clf, va) -> dict:
     }
 
 
+def report(path: Path) -> str:
+    """Markdown tables of a saved run (``--report``): per variant and per held-out organ."""
+    d = json.loads(Path(path).read_text())
+    lines = [
+        "| variant | mean detections/mm² (worst organ) | mean recall at its threshold | "
+        "mean detections/mm² at recall 0.93 (worst) | atypical BA |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v in d["variants"].items():
+        s = v["summary"]
+        lines.append(
+            f"| {name} | {s['mean_per_mm2_over_organs']:.1f} ({s['worst_organ']}: "
+            f"{s['worst_per_mm2']:.1f}) | {s['mean_mf_recall']:.3f} (min {s['min_mf_recall']:.3f}) | "
+            f"{s.get('mean_per_mm2_at_target_recall', float('nan')):.1f} "
+            f"({s.get('worst_per_mm2_at_target_recall', float('nan')):.1f}) | "
+            f"{s['mean_atypical_ba']:.3f} |"
+        )
+    lines += [
+        "",
+        "| variant | organ | fold | threshold | detections / mm² | recall | "
+        "thr at recall 0.93 | detections / mm² there |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in d["variants"].items():
+        for organ, f in v["folds"].items():
+            lines.append(
+                f"| {name} | {organ} | {f.get('fold', organ)} | {f['threshold']:.3f} | "
+                f"{f['per_mm2']:.1f} ({f['detections']} in {f['tissue_mm2']:.3f} mm²) | "
+                f"{f['mf_recall']:.3f} | {f.get('threshold_at_target_recall', float('nan')):.3f} | "
+                f"{f.get('per_mm2_at_target_recall', float('nan')):.1f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--report", type=Path, default=None, help="print a saved run as markdown")
     ap.add_argument("--variants", default="base,hnm+all")
     ap.add_argument(
         "--folds",
@@ -197,9 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=BASE["epochs"])
     ap.add_argument("--samples-per-epoch", type=int, default=BASE["samples_per_epoch"])
     ap.add_argument(
+        "--init",
+        type=Path,
+        default=common.CACHE / "mitoscope_base_amibr.pt",
+        help="stage-1 checkpoint (AMi-Br only) the variants are fine-tuned from",
+    )
+    ap.add_argument(
         "--models-dir", type=Path, default=None, help="keep each fold's checkpoint here"
     )
     args = ap.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
 
     import torch
 
