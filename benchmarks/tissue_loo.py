@@ -234,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--init",
         type=Path,
-        default=common.CACHE / "mitoscope_base_amibr.pt",
-        help="stage-1 checkpoint (AMi-Br only) the variants are fine-tuned from",
+        default=common.ROOT / "src" / "mitoscope" / "data" / "mitoscope_default_classifier.pt",
+        help="stage-1 checkpoint (AMi-Br only; default: the bundled classifier) the variants "
+        "are fine-tuned from",
     )
     ap.add_argument(
         "--models-dir", type=Path, default=None, help="keep each fold's checkpoint here"
@@ -263,9 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if not set(f) <= set(all_organs):
             raise SystemExit(f"unknown organ in fold {'+'.join(f)}; organs: {all_organs}")
     if not args.init.is_file():
-        raise SystemExit(
-            f"{args.init} missing: run scripts/train_default_model.sh (stage 1 writes it)"
-        )
+        raise SystemExit(f"{args.init} missing: give --init a classifier checkpoint")
     base = load_classifier(args.init, device="cpu")
     val_slides = set(base.card["split"]["val_slides"])
     amibr = build_amibr_samples(AMIBR, cache_dir=common.CACHE, progress=False)
