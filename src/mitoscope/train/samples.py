@@ -82,6 +82,31 @@ _ARRAYS = (
 )
 
 
+_DTYPES = {
+    "is_mf": np.int8,
+    "atypical": np.int8,
+    "agreement": np.float32,
+    "subtype": np.int16,
+    "kind": np.int8,
+    "crop": np.int32,
+    "slide": str,
+    "group": str,
+}
+
+
+def samples_from_columns(cols: dict[str, list[Any]], *, meta: dict[str, Any]) -> SampleSet:
+    """A :class:`SampleSet` from per-sample column lists (``patches``, ``masks`` and the
+    columns of :data:`_DTYPES`; ``source`` optional), with the container's dtypes."""
+    arrays: dict[str, Any] = {
+        "patches": np.stack(cols["patches"]).astype(np.uint8),
+        "masks": np.stack(cols["masks"]).astype(bool),
+    }
+    arrays.update({k: np.asarray(cols[k], dtype=t) for k, t in _DTYPES.items()})
+    if cols.get("source"):
+        arrays["source"] = np.asarray(cols["source"], dtype=str)
+    return SampleSet(**arrays, meta=meta)
+
+
 def amibr_scanner(dataset: str, slide: str) -> tuple[str, float]:
     """Scanner group and pixel size (um/px) of an AMi-Br crop's source slide.
 
@@ -248,17 +273,8 @@ def build_amibr_samples(
         cols["slide"].extend([f"{row.dataset}/{row.slide}"] * n_new)
         cols["group"].extend([group] * n_new)
 
-    samples = SampleSet(
-        patches=np.stack(cols["patches"]).astype(np.uint8),
-        masks=np.stack(cols["masks"]).astype(bool),
-        is_mf=np.asarray(cols["is_mf"], dtype=np.int8),
-        atypical=np.asarray(cols["atypical"], dtype=np.int8),
-        agreement=np.asarray(cols["agreement"], dtype=np.float32),
-        subtype=np.asarray(cols["subtype"], dtype=np.int16),
-        kind=np.asarray(cols["kind"], dtype=np.int8),
-        crop=np.asarray(cols["crop"], dtype=np.int32),
-        slide=np.asarray(cols["slide"], dtype=str),
-        group=np.asarray(cols["group"], dtype=str),
+    samples = samples_from_columns(
+        cols,
         meta={
             "source": str(root),
             "mpp": float(mpp),
@@ -501,17 +517,8 @@ def negative_image_samples(
         cols["group"].extend([group] * n)
     if not cols["patches"]:
         raise InvalidInputError(f"the proposer found no candidates in the {source}")
-    return SampleSet(
-        patches=np.stack(cols["patches"]).astype(np.uint8),
-        masks=np.stack(cols["masks"]).astype(bool),
-        is_mf=np.asarray(cols["is_mf"], dtype=np.int8),
-        atypical=np.asarray(cols["atypical"], dtype=np.int8),
-        agreement=np.asarray(cols["agreement"], dtype=np.float32),
-        subtype=np.asarray(cols["subtype"], dtype=np.int16),
-        kind=np.asarray(cols["kind"], dtype=np.int8),
-        crop=np.asarray(cols["crop"], dtype=np.int32),
-        slide=np.asarray(cols["slide"], dtype=str),
-        group=np.asarray(cols["group"], dtype=str),
+    return samples_from_columns(
+        cols,
         meta={
             "source": source,
             "mpp": float(mpp),

@@ -53,6 +53,7 @@ from .samples import (
     concat_samples,
     default_cache_dir,
     load_samples,
+    samples_from_columns,
     save_samples,
 )
 
@@ -641,17 +642,8 @@ def labelled_source_samples(
                 area_px += max(cw, 0.0) * max(ch, 0.0) * (img_mpp / opts.mpp) ** 2
     if not cols["kind"]:
         raise InvalidInputError(f"{lab.name}: no samples (no usable labels in its images)")
-    return SampleSet(
-        patches=np.stack(cols["patches"]).astype(np.uint8),
-        masks=np.stack(cols["masks"]).astype(bool),
-        is_mf=np.asarray(cols["is_mf"], dtype=np.int8),
-        atypical=np.asarray(cols["atypical"], dtype=np.int8),
-        agreement=np.asarray(cols["agreement"], dtype=np.float32),
-        subtype=np.asarray(cols["subtype"], dtype=np.int16),
-        kind=np.asarray(cols["kind"], dtype=np.int8),
-        crop=np.asarray(cols["crop"], dtype=np.int32),
-        slide=np.asarray(cols["slide"], dtype=str),
-        group=np.asarray(cols["group"], dtype=str),
+    return samples_from_columns(
+        cols,
         meta={
             "source": lab.name,
             "mpp": float(opts.mpp),
