@@ -107,3 +107,18 @@ def test_tissue_negatives_from_real_images(tmp_path):
     assert set(np.unique(s.group)) <= {"tissue_kidney", "tissue_colon"}
     assert all(x.startswith("tissue/") for x in np.unique(s.slide))
     assert s.masks.reshape(len(s), -1).any(axis=1).mean() > 0.95  # candidate masks pasted
+
+
+def test_uncertain_labels_are_left_out_of_training():
+    from mitoscope.io.annotations import PointAnnotations
+    from mitoscope.train.sources import drop_uncertain
+
+    ann = PointAnnotations.from_columns(
+        image="a.png",
+        x_px=[10, 20, 30, 40],
+        y_px=[10, 20, 30, 40],
+        label=["Mitotic figure", "Equivocal", "Non-mitotic figure", "ignore"],
+    )
+    kept = drop_uncertain(ann)
+    assert len(kept) == 2
+    assert kept.is_mitosis.tolist() == [True, False]

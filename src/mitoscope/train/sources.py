@@ -667,10 +667,22 @@ def _limit_images(ann: Any, limit: int | None) -> Any:
     return ann.for_images(names)
 
 
+#: class names that are neither a mitotic figure nor a negative: such labels are left out of
+#: training (e.g. a reviewer's "Equivocal" in a database written by ``mitoscope review``)
+UNCERTAIN_CLASSES = {"equivocal", "ignore", "unknown", "unsure", "uncertain", "not sure"}
+
+
+def drop_uncertain(ann: Any) -> Any:
+    """The labels of ``ann`` whose class is not one of :data:`UNCERTAIN_CLASSES`."""
+    lab = np.array([str(v).strip().lower() for v in ann.label], dtype=object)
+    keep = ~np.isin(lab, sorted(UNCERTAIN_CLASSES))
+    return ann if keep.all() else ann.filter(keep)
+
+
 def _labelled(
     spec: dict[str, Any], ann: Any, folder: Path, groups: dict[str, str], check_images: bool
 ) -> LabelledImages:
-    ann = _limit_images(ann, spec.get("limit"))
+    ann = drop_uncertain(_limit_images(ann, spec.get("limit")))
     names = sorted(set(ann.image.tolist()))
     files = resolve_images(names, folder, spec["name"]) if check_images else {}
     grp = {n: spec.get("group") or groups.get(n) or spec["name"] for n in names}
