@@ -390,24 +390,8 @@ def labelled_image_samples(
         cols["kind"].append(kind)
     # negatives: every other proposer object far from all labelled MFs and imposters
     if len(cands):
-        if len(mf_pts):
-            dmf = np.min(
-                np.hypot(
-                    cxy[:, None, 0] - mf_pts[None, :, 0], cxy[:, None, 1] - mf_pts[None, :, 1]
-                ),
-                axis=1,
-            )
-        else:
-            dmf = np.full(len(cxy), np.inf)
-        if len(all_pts):
-            dall = np.min(
-                np.hypot(
-                    cxy[:, None, 0] - all_pts[None, :, 0], cxy[:, None, 1] - all_pts[None, :, 1]
-                ),
-                axis=1,
-            )
-        else:
-            dall = np.full(len(cxy), np.inf)
+        dmf = _nearest_distance(cxy, mf_pts)
+        dall = _nearest_distance(cxy, all_pts)
         keep = (dmf > exclusion_px) & (dall > match_px)
         if candidate_ok is not None:
             keep &= np.asarray(candidate_ok(cxy[:, 0], cxy[:, 1]), dtype=bool)
@@ -448,6 +432,15 @@ def load_samples(path: str | Path) -> SampleSet:
         return SampleSet(
             **{k: z[k] for k in _ARRAYS if k in z.files}, meta=json.loads(str(z["meta"]))
         )
+
+
+def _nearest_distance(points: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """Distance from each of ``points`` (N, 2) to the nearest of ``to`` (M, 2); inf if M = 0."""
+    if not len(to):
+        return np.full(len(points), np.inf)
+    return np.min(
+        np.hypot(points[:, None, 0] - to[None, :, 0], points[:, None, 1] - to[None, :, 1]), axis=1
+    )
 
 
 def _resample(img: np.ndarray, scale: float) -> np.ndarray:
