@@ -134,11 +134,9 @@ def save_gallery(img: np.ndarray, res, path: Path, *, top: int = 12, half: int =
     m = res.mitoses
     order = np.argsort(-m.mf_probability)[:top]
     tiles = []
+    pad = np.pad(img, ((half, half), (half, half), (0, 0)), mode="constant", constant_values=255)
     for i in order:
         x, y = int(round(m.x_px[i])), int(round(m.y_px[i]))
-        pad = np.pad(
-            img, ((half, half), (half, half), (0, 0)), mode="constant", constant_values=255
-        )
         crop = Image.fromarray(pad[y : y + 2 * half, x : x + 2 * half]).resize((160, 160))
         d = ImageDraw.Draw(crop)
         d.text((3, 2), f"{m.mf_probability[i]:.2f}", fill=(0, 0, 0))
