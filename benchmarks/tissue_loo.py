@@ -69,8 +69,14 @@ def variant_config(name: str) -> dict:
     """TrainConfig fields of a variant (see the module docstring)."""
     from mitoscope.stain.augment import DOMAIN_AUGMENTATIONS
 
+    ctx: dict = {}
+    if "@" in name:  # e.g. hnm+all@96: a 96 px (24 um) network trained from ImageNet weights
+        name, size = name.split("@")
+        if size != "96":
+            raise SystemExit(f"unknown input size in {name!r}@{size}: only @96")
+        ctx = {"arch": "effnet_lite0_96", "init_from": None, "freeze_bn": False, "lr": 1e-3, "epochs": 7}
     if name == "tissue":
-        return {}
+        return ctx
     parts = name.split("+")
     if parts[0] != "hnm":
         raise SystemExit(f"unknown variant {name!r}")
@@ -80,7 +86,7 @@ def variant_config(name: str) -> dict:
         if not set(ops) <= set(DOMAIN_AUGMENTATIONS):
             raise SystemExit(f"unknown augmentation in {name!r}")
         out["domain_augment"] = tuple(ops)
-    return out
+    return {**out, **ctx}
 
 
 def tissue_rows() -> list[dict]:
@@ -291,12 +297,16 @@ def main(argv: list[str] | None = None) -> int:
                 samples = concat_samples(amibr, tissue)
                 cfg = TrainConfig(
                     data_dir=str(AMIBR),
-                    init_from=str(args.init),
                     tissue_dir=str(TISSUE),
                     tissue_exclude_organs=tuple(fold),
                     progress=False,
-                    **{**BASE, "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch},
-                    **variant_config(variant),
+                    **{
+                        **BASE,
+                        "init_from": str(args.init),
+                        "epochs": args.epochs,
+                        "samples_per_epoch": args.samples_per_epoch,
+                        **variant_config(variant),
+                    },
                 )
                 cfg = replace(cfg, seeds=(0,))
                 with tempfile.TemporaryDirectory() as tmp:

