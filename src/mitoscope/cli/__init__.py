@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "train",
     "classify",
     "review",
+    "curate",
 ]
 
 app = typer.Typer(
