@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mitoscope.classify import load_classifier
     from mitoscope.classify.screen import load_screen
+    from mitoscope.detect import DetectConfig, detect_slide
     from mitoscope.evaluate.matching import match_points
-    from mitoscope.pipeline import DetectConfig, detect_slide
     from mitoscope.slide import ArraySlide, open_slide
 
     torch.set_num_threads(args.threads)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             pts = np.column_stack([d.x_px, d.y_px])[inside] * mpp
             probs = d.mf_probability[inside]
             st["n_cand"] += int(inside.sum())
-            st["n_prop"] += int(res.extra["n_proposed"])
+            st["n_prop"] += int(res.stats.n_proposed)
             st["cand_hit"] += match_points(truth_um, pts, radius=MATCH_UM).tp
             m = match_points(truth_um, pts[probs >= thr], radius=MATCH_UM)
             st["tp"] += m.tp
@@ -193,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                 rd, classifier=clf, screen=screen,
                 config=DetectConfig(floor=0.0, report=False, cascade=True), progress=False,
             )  # fmt: skip
-        ex = res.extra
+        st = res.stats
         ordinary[label] = {
-            "proposed": ex["n_proposed"],
-            "screened_out": ex["n_screened_out"],
-            "discarded_share": ex["n_screened_out"] / max(1, ex["n_proposed"]),
+            "proposed": st.n_proposed,
+            "screened_out": st.n_screened_out,
+            "discarded_share": st.n_screened_out / max(1, st.n_proposed),
             "tissue_mm2": res.tissue_area_mm2,
         }
     out["ordinary_tissue"] = ordinary

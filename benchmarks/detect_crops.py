@@ -34,7 +34,7 @@ def main() -> int:
     from PIL import Image
 
     from mitoscope.classify import load_classifier
-    from mitoscope.pipeline import DetectConfig, detect_slide
+    from mitoscope.detect import DetectConfig, detect_slide
     from mitoscope.slide import ArraySlide
 
     clf = load_classifier(device="cpu")

@@ -183,7 +183,7 @@ def fingerprint(out_dir: Path, stem: str, code: int) -> dict[str, Any]:
 
 def record_case(case: dict[str, Any], work: Path, *, workers: int = 1) -> dict[str, Any]:
     """Run one case into a fresh directory and return its fingerprint (with the database's)."""
-    from mitoscope.pipeline import output_stem
+    from mitoscope.detect import output_stem
 
     out = work / f"out-{case['name']}-{workers}"
     code = run_detect(Path(case["path"]), out, list(case["args"]), workers=workers)

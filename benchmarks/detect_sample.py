@@ -59,7 +59,7 @@ def main() -> int:
 
     from mitoscope.classify import load_classifier
     from mitoscope.data import sample_slide
-    from mitoscope.pipeline import DetectConfig, detect_slide
+    from mitoscope.detect import DetectConfig, detect_slide
 
     slide = args.slide or sample_slide()
     tmp = Path(tempfile.mkdtemp(prefix="mitoscope-bench-"))
@@ -89,13 +89,13 @@ def main() -> int:
                 progress=False,
             )
             total = time.perf_counter() - t
-            tm = res.extra["timing"]
+            tm = res.stats.timing
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             print(
                 f"| {workers} | {total:.1f} | {tm['tissue_s']:.1f} | {tm['propose_s']:.1f} | "
                 f"{tm['classify_s']:.1f} | {tm['count_s']:.1f} | {total - res.seconds:.1f} | "
-                f"{res.extra['n_tiles']} | {res.extra['n_candidates']} | "
-                f"{res.extra['n_mitoses']} | {rss:.0f} |"
+                f"{res.stats.n_tiles} | {res.stats.n_candidates} | "
+                f"{res.counts.n_mitoses} | {rss:.0f} |"
             )
             sys.stdout.flush()
     return 0

@@ -180,10 +180,11 @@ def stage_split(path: Path, n_tiles: int) -> dict:
     import torch
 
     from mitoscope.candidates import get_proposer
+    from mitoscope.candidates.tiles import downsample as _downsample
+    from mitoscope.candidates.tiles import upscale_candidates as _upscale_candidates
     from mitoscope.classify import load_classifier
     from mitoscope.classify.patches import extract_patches
     from mitoscope.classify.screen import load_screen
-    from mitoscope.pipeline import _downsample, _upscale_candidates
     from mitoscope.slide import detect_tissue, open_slide, plan_tiles
 
     torch.set_num_threads(1)  # as in a detect worker process: one thread

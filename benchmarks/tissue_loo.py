@@ -99,7 +99,7 @@ def detect_images(clf, rows: list[dict], *, gallery: Path | None = None, tag: st
     """Detect with ``clf`` on tissue images; detections per mm² at the classifier's threshold."""
     from PIL import Image
 
-    from mitoscope.pipeline import DetectConfig, detect_slide
+    from mitoscope.detect import DetectConfig, detect_slide
     from mitoscope.slide import ArraySlide
 
     cfg = DetectConfig(cascade=True, report=False, floor=0.05)

@@ -14,8 +14,8 @@ from mitoscope.classify.screen import (
     recall_threshold,
     train_screen,
 )
+from mitoscope.detect import DetectConfig, detect_slide, process_tile
 from mitoscope.errors import InvalidInputError, ModelLoadError
-from mitoscope.pipeline import DetectConfig, detect_slide, process_tile
 from mitoscope.slide import ArraySlide
 from mitoscope.types import Region, Tile
 from test_pipeline import FixedClassifier, _nuclei_image
@@ -162,13 +162,13 @@ def test_screen_threshold_controls_what_reaches_the_classifier() -> None:
     keep_all = detect_slide(
         reader, classifier=FixedClassifier(), config=cfg, screen=_screen(0.0), progress=False
     )
-    assert keep_all.extra["cascade"] and keep_all.extra["propose_mpp"] == 0.5
-    assert keep_all.extra["n_screened_out"] == 0
+    assert keep_all.stats.cascade and keep_all.stats.propose_mpp == 0.5
+    assert keep_all.stats.n_screened_out == 0
     assert len(keep_all.detections) == len(centres)
     drop_all = detect_slide(
         reader, classifier=FixedClassifier(), config=cfg, screen=_screen(1.01), progress=False
     )
-    assert drop_all.extra["n_screened_out"] == drop_all.extra["n_proposed"] == len(centres)
+    assert drop_all.stats.n_screened_out == drop_all.stats.n_proposed == len(centres)
     assert len(drop_all.detections) == 0
     off = detect_slide(
         reader,
@@ -176,7 +176,7 @@ def test_screen_threshold_controls_what_reaches_the_classifier() -> None:
         config=DetectConfig(floor=0.0, report=False),
         progress=False,
     )
-    assert not off.extra["cascade"] and off.extra["propose_mpp"] == 0.25
+    assert not off.stats.cascade and off.stats.propose_mpp == 0.25
 
 
 def test_cascade_with_workers_matches_in_process(tmp_path: Path) -> None:
@@ -195,7 +195,7 @@ def test_cascade_with_workers_matches_in_process(tmp_path: Path) -> None:
         screen=sc,
         progress=False,
     )
-    assert r1.extra["n_screened_out"] == r2.extra["n_screened_out"] > 0
+    assert r1.stats.n_screened_out == r2.stats.n_screened_out > 0
     assert len(r1.detections) == len(r2.detections) > 0
     np.testing.assert_allclose(np.sort(r1.detections.x_px), np.sort(r2.detections.x_px))
 
@@ -236,7 +236,7 @@ def test_classifying_in_worker_processes_equals_in_process(tmp_path: Path) -> No
     kw = dict(tile_um=128, overlap_um=16, report=False, floor=0.0)
     r1 = detect_slide(path, classifier=clf, config=DetectConfig(**kw), progress=False)
     r2 = detect_slide(path, classifier=clf, config=DetectConfig(workers=2, **kw), progress=False)
-    assert not r1.extra["classified_in_workers"] and r2.extra["classified_in_workers"]
+    assert not r1.stats.classified_in_workers and r2.stats.classified_in_workers
     assert len(r1.detections) == len(r2.detections) > 0
     i1 = np.lexsort((r1.detections.y_px, r1.detections.x_px))
     i2 = np.lexsort((r2.detections.y_px, r2.detections.x_px))

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
+from mitoscope.detect import DetectConfig
 from mitoscope.errors import InvalidInputError, MissingDependencyError
-from mitoscope.pipeline import DetectConfig
 
 TESTS = Path(__file__).resolve().parent
 

@@ -258,7 +258,7 @@ def test_sample_command_with_bundled_model(tmp_path: Path) -> None:
 
 
 def test_workers_auto_is_the_usable_cores_capped() -> None:
-    from mitoscope.pipeline import MAX_AUTO_WORKERS, resolve_workers, usable_cores
+    from mitoscope.detect import MAX_AUTO_WORKERS, resolve_workers, usable_cores
 
     assert resolve_workers("auto") == min(usable_cores(), MAX_AUTO_WORKERS) >= 1
     assert resolve_workers(" AUTO ") == resolve_workers("auto")

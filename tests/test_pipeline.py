@@ -15,19 +15,12 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_he, write_pyramid_tiff
-from mitoscope.errors import OutputError
-from mitoscope.pipeline import (
-    NO_TISSUE_NOTE,
-    DetectConfig,
-    TileWork,
-    detect_slide,
-    mask_contour,
-    merge_detections,
-    output_stem,
-    summary_dict,
-    tile_detections,
-)
+from mitoscope.candidates.merge import merge_detections
+from mitoscope.detect import DetectConfig, TileWork, detect_slide, output_stem, tile_detections
+from mitoscope.errors import NoTissueError, OutputError
+from mitoscope.geometry import mask_contour
 from mitoscope.slide import ArraySlide
+from mitoscope.summary import summary_dict
 from mitoscope.types import Candidates, Detections, Region, Tile
 
 SUMMARY_KEYS = {
@@ -201,7 +194,7 @@ def test_each_object_reported_once_across_tiles() -> None:
     reader = ArraySlide(img, mpp=0.25, path="grid.png")
     cfg = DetectConfig(tile_um=64, overlap_um=16, floor=0.0, report=False)
     res = detect_slide(reader, classifier=FixedClassifier(), config=cfg, progress=False)
-    assert res.extra["n_tiles"] > 20
+    assert res.stats.n_tiles > 20
     pts = np.column_stack([res.detections.x_px, res.detections.y_px])
     from scipy.spatial import cKDTree
 
@@ -210,7 +203,7 @@ def test_each_object_reported_once_across_tiles() -> None:
     assert (d < 3).all(), "every nucleus found, at the right level-0 position"
     assert len(tree.query_pairs(8.0)) == 0, "no object reported twice"
     assert res.model == "fixed" and res.proposer == "classical"
-    assert res.extra["atypical_ratio"] is None  # model without atypical head
+    assert res.counts.atypical_ratio is None  # model without atypical head
 
 
 def test_work_mpp_differs_from_slide_mpp() -> None:
@@ -236,7 +229,7 @@ def test_small_region_is_all_tissue(tiny: TinyClassifier) -> None:
         progress=False,
     )
     assert res.tissue_area_mm2 == pytest.approx(128 * 128 * 0.25**2 / 1e6)
-    assert res.extra["n_tiles"] == 1
+    assert res.stats.n_tiles == 1
     assert res.hotspot_2mm2 is not None and res.hotspot_2mm2.field_fits is False
     assert "smaller than" in res.hotspot_2mm2.note
 
@@ -249,7 +242,7 @@ def test_no_tissue_slide_is_empty_and_stated(tmp_path: Path, tiny: TinyClassifie
         res = detect_slide(path, classifier=tiny, out_dir=out, progress=False)
     assert len(res.detections) == 0 and res.tissue_area_mm2 == 0
     assert res.stats is not None and res.stats.no_tissue
-    assert NO_TISSUE_NOTE in res.extra["notes"]
+    assert NoTissueError.NOTE in res.stats.notes
     assert list(out.iterdir()) == []
 
 
@@ -366,7 +359,7 @@ def test_cross_tile_batches_equal_per_tile_scoring(tmp_path: Path, tiny: TinyCla
     np.testing.assert_allclose(
         a.detections.mf_probability[ia], b.detections.mf_probability[ib], rtol=1e-5, atol=1e-6
     )
-    assert set(a.extra["timing"]) == {"tissue_s", "propose_s", "classify_s", "count_s"}
+    assert set(a.stats.timing) == {"tissue_s", "propose_s", "classify_s", "count_s"}
 
 
 def test_mask_contour_of_a_coarse_mask_traces_the_coarse_grid() -> None:
@@ -408,7 +401,7 @@ def test_workers_from_a_script_without_main_guard_explain_themselves(tmp_path: P
     script = tmp_path / "noguard.py"
     script.write_text(
         "from mitoscope.data import sample_slide\n"
-        "from mitoscope.pipeline import DetectConfig, detect_slide\n"
+        "from mitoscope.detect import DetectConfig, detect_slide\n"
         "detect_slide(sample_slide(), config=DetectConfig(workers=2, report=False), "
         "progress=False)\n"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mitoscope.pipeline import DetectConfig, detect_slide
+from mitoscope.detect import DetectConfig, detect_slide
 from mitoscope.slide import ArraySlide
 from test_pipeline import TinyClassifier
 
@@ -42,5 +42,5 @@ def test_sam_proposer_composes(tiny: TinyClassifier, he_image: Path) -> None:
         progress=False,
     )
     assert res.proposer == "sam"
-    assert res.extra["n_candidates"] > 0 and len(res.mitoses) == len(res.detections) > 0
+    assert res.stats.n_candidates > 0 and len(res.mitoses) == len(res.detections) > 0
     assert all(c is not None and len(c) >= 4 for c in res.detections.contours)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mitoscope.pipeline import DetectConfig, detect_slide
+from mitoscope.detect import DetectConfig, detect_slide
 from mitoscope.report import ensemble_gradcam, gradcam
 from mitoscope.report.draw import colormap
 from mitoscope.slide import ArraySlide

@@ -307,17 +307,20 @@ class DetectStats:
     tile_um: float
     overlap_um: float
     notes: list[str] = field(default_factory=list)
-    timing: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    timing: dict[str, float] = field(default_factory=dict)  # wall seconds per phase of the run
     no_tissue: bool = False  # the slide has no tissue: an empty result (NoTissueError.NOTE)
+    #: seconds of each per-tile stage (read, propose, screen, classify, contours) summed over
+    #: tiles, measured in the process that ran it (so over ``workers`` processes)
+    stage_s: dict[str, float] = field(default_factory=dict)
+    workers: int = 1  # tile worker processes
 
 
 @dataclass
 class SlideResult:
     """Everything detection produces for one slide.
 
-    ``counts`` and ``stats`` are the typed record of the run; ``extra`` holds the same values
-    as one flat dict (its keys are those of both, except ``stats.no_tissue``), kept for
-    callers that read it.
+    ``counts`` (mitoses, per mm², atypical) and ``stats`` (stage counts, resolved options,
+    notes, stage times) are the typed record of the run.
     """
 
     info: SlideInfo
@@ -329,18 +332,8 @@ class SlideResult:
     model: str = ""
     proposer: str = ""
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
     counts: SlideCounts | None = None
     stats: DetectStats | None = None
-
-    def __post_init__(self) -> None:
-        if not self.extra and (self.counts is not None or self.stats is not None):
-            flat: dict[str, Any] = {}
-            for part in (self.counts, self.stats):
-                if part is not None:
-                    flat.update((f.name, getattr(part, f.name)) for f in fields(part))
-            flat.pop("no_tissue", None)
-            self.extra = flat
 
     @property
     def mitoses(self) -> Detections:

@@ -4,7 +4,7 @@ Run (from the repository root)::
 
     .venv/bin/python -m mitoscope.train.screen_train
 
-Samples come from the detection path itself (:func:`mitoscope.pipeline.propose_tile`): every
+Samples come from the detection path itself (:func:`mitoscope.candidates.tiles.propose_tile`): every
 crop is reflect-padded by 32 px, read at the classifier's 0.25 um/px, downsampled to the
 screen's 0.5 um/px and proposed on there; the screen's patches are cut around those candidates
 exactly as during detection. A candidate within ``--pos-um`` (5 um) of an expert-labelled
@@ -91,8 +91,8 @@ def build_screen_samples(
     from tqdm.auto import tqdm
 
     from ..candidates import get_proposer
+    from ..candidates.tiles import propose_tile
     from ..classify.patches import extract_patches
-    from ..pipeline import propose_tile
     from ..slide import ArraySlide
     from ..types import Region, Tile
 
