@@ -1,5 +1,6 @@
 """mitoscope review in a real headless Chromium (Playwright): a uvicorn server on 127.0.0.1
-with a tiny run, the answer keys, a reload keeping the answers, the database rows."""
+with a tiny run, the answer keys, a reload keeping the answers, the database rows; two browser
+contexts (two reviewers) answering the same queue at once."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,13 +59,13 @@ def _rows(db: Path) -> list[tuple[str, str, int]]:
         con.close()
 
 
-def test_review_page_in_chromium(tmp_path: Path) -> None:
-    sync_api, exe = _browser_or_skip()
-    run, slides = make_run(tmp_path, size=600)
+@contextmanager
+def _server(run: Path, slides: Path, *extra: str) -> Iterator[str]:
+    """``python -m mitoscope.review`` on a free loopback port; yields its base URL."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mitoscope.review", str(run), "--slides", str(slides),
-         "--port", str(port), "--reviewer", "alice"],
+         "--port", str(port), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
@@ -74,6 +77,16 @@ def test_review_page_in_chromium(tmp_path: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
+        yield base
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_review_page_in_chromium(tmp_path: Path) -> None:
+    sync_api, exe = _browser_or_skip()
+    run, slides = make_run(tmp_path, size=600)
+    with _server(run, slides, "--reviewer", "alice") as base:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=exe, headless=True, args=ARGS)
             try:
@@ -126,11 +139,106 @@ def test_review_page_in_chromium(tmp_path: Path) -> None:
                 assert not errors, errors
             finally:
                 browser.close()
-    finally:
-        server.kill()
-        server.wait(10)
     assert _rows(run / "mitoscope.sqlite") == [
         ("alice", "Atypical mitotic figure", first),
         ("alice", "Equivocal", second),
         ("bob", "Non-mitotic figure", second),
     ]
+
+
+def _open_as(browser, base: str, name: str, queue: str):
+    """A page in its own browser context (own storage, like another computer) for ``name``."""
+    ctx = browser.new_context(viewport={"width": 1000, "height": 700}, bypass_csp=True)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "#" + queue)
+    page.fill("#reviewer", name)
+    page.press("#reviewer", "Enter")  # leaves the field (change -> first item); keys answer
+    page.wait_for_selector("body[data-ready='1']", timeout=15000)
+    page.wait_for_function("document.getElementById('item-id').textContent !== ''")
+    return page, errors
+
+
+def _current(page) -> int | None:
+    text = page.text_content("#item-id")
+    return int(text.lstrip("#")) if text else None
+
+
+_MOVED = (
+    "([old]) => document.getElementById('item-id').textContent !== '#' + old"
+    " || document.getElementById('status').textContent.includes('is done')"
+)
+
+
+def test_two_reviewers_at_once_in_two_browser_contexts(tmp_path: Path) -> None:
+    """Alice and Bob on the same queue at the same time: each item is answered exactly once
+    (none lost, none twice), both answers of every press are in the database, and Bob's
+    equivocal goes to Alice's second-review queue, never back to Bob's."""
+    sync_api, exe = _browser_or_skip()
+    probs = (0.51, 0.49, 0.55, 0.45, 0.6, 0.4, 0.7, 0.35, 0.8, 0.9)  # all stored (>= 0.3)
+    run, slides = make_run(tmp_path, probs=probs, size=600)
+    db = run / "mitoscope.sqlite"
+    keys = {"alice": "m", "bob": "n"}
+    answered: dict[str, list[int]] = {"alice": [], "bob": []}
+    with _server(run, slides) as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=ARGS)
+        try:
+            pages = {who: _open_as(browser, base, who, "uncertainty") for who in keys}
+            a, b = (_current(pages[w][0]) for w in keys)
+            assert a is not None and b is not None and a != b  # each holds its own item
+            first_of_bob = True
+            while True:
+                pressed = {}
+                for who, (page, _) in pages.items():  # both press before either is waited for
+                    item = _current(page)
+                    if item is None:
+                        continue
+                    key = "e" if who == "bob" and first_of_bob else keys[who]
+                    first_of_bob = first_of_bob and who != "bob"
+                    page.keyboard.press(key)
+                    pressed[who] = item
+                if not pressed:
+                    break
+                for who, item in pressed.items():
+                    pages[who][0].wait_for_function(_MOVED, arg=[item], timeout=15000)
+                    answered[who].append(item)
+            # every item of the queue answered once, by one of them
+            done = answered["alice"] + answered["bob"]
+            assert sorted(done) == sorted(set(done)) and len(done) == len(probs)
+            rows = _rows(db)
+            assert sorted(r[2] for r in rows) == sorted(done)
+            assert {r[2] for r in rows if r[0] == "alice"} == set(answered["alice"])
+            assert answered["alice"] and answered["bob"]
+            for page, _ in pages.values():  # a reload still shows the whole queue done
+                page.reload()
+                page.wait_for_selector("body[data-ready='1']")
+                page.wait_for_function(
+                    "document.getElementById('status').textContent.includes('is done')"
+                )
+                assert f"uncertainty{len(probs)} / {len(probs)}" in page.text_content("#progress")
+            # second review: Bob's equivocal is Alice's to answer, never Bob's
+            equivocal = answered["bob"][0]
+            for page, _ in pages.values():
+                page.select_option("#queue", "second")
+            bob_page, alice_page = pages["bob"][0], pages["alice"][0]
+            bob_page.wait_for_function(
+                "document.getElementById('status').textContent.includes(\"'second' is done\")"
+            )
+            alice_page.wait_for_function(
+                f"document.getElementById('item-id').textContent === '#{equivocal}'"
+            )
+            assert "bob: equivocal" in alice_page.text_content("#item-answers")
+            alice_page.keyboard.press("a")
+            alice_page.wait_for_function(
+                "document.getElementById('status').textContent.includes(\"'second' is done\")"
+            )
+            assert "second1 / 1" in alice_page.text_content("#progress")
+            assert not pages["alice"][1] and not pages["bob"][1], pages
+        finally:
+            browser.close()
+    rows = _rows(db)
+    assert len(rows) == len(probs) + 1  # one answer per item, plus the second review
+    assert rows[-1] == ("alice", "Atypical mitotic figure", equivocal)
+    assert ("bob", "Equivocal", equivocal) in rows
+    assert sum(r[2] == equivocal for r in rows) == 2
