@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "evaluate",
     "survival",
     "train",
+    "train_atypical",
     "classify",
     "review",
     "curate",
