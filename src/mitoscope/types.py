@@ -334,6 +334,9 @@ class SlideResult:
     seconds: float = 0.0
     counts: SlideCounts | None = None
     stats: DetectStats | None = None
+    #: the dedicated model that made the atypical calls (its description); "" when the
+    #: classifier's own atypical head made them
+    atypical_model: str = ""
 
     @property
     def mitoses(self) -> Detections:

@@ -204,7 +204,9 @@ DETECTION_COLUMNS = (
 )
 
 
-def detections_csv_text(detections: Any, *, mpp: float, threshold: float) -> str:
+def detections_csv_text(
+    detections: Any, *, mpp: float, threshold: float, atypical_model: str | None = None
+) -> str:
     """The text written by :func:`write_detections_csv`."""
     from ..units import validate_mpp
     from .records import probability
@@ -214,7 +216,8 @@ def detections_csv_text(detections: Any, *, mpp: float, threshold: float) -> str
     prob = np.asarray(detections.mf_probability, dtype=np.float64)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(DETECTION_COLUMNS)
+    w.writerow(DETECTION_COLUMNS + (("atypical_model",) if atypical_model else ()))
+    extra = [str(atypical_model)] if atypical_model else []
     for i in np.flatnonzero(prob >= threshold).tolist():
         x = float(detections.x_px[i])
         y = float(detections.y_px[i])
@@ -229,19 +232,29 @@ def detections_csv_text(detections: Any, *, mpp: float, threshold: float) -> str
                 f"{float(prob[i]):.6f}",
                 f"{a:.6f}" if math.isfinite(a) else "",
                 f"{area:.3f}" if math.isfinite(area) else "",
+                *extra,
             ]
         )
     return buf.getvalue()
 
 
 def write_detections_csv(
-    path: str | os.PathLike[str], detections: Any, *, mpp: float, threshold: float
+    path: str | os.PathLike[str],
+    detections: Any,
+    *,
+    mpp: float,
+    threshold: float,
+    atypical_model: str | None = None,
 ) -> Path:
     """Write one row per mitotic figure (``mf_probability >= threshold``), atomically.
 
     Columns: ``x_px,y_px,x_um,y_um,mf_probability,atypical_probability,area_um2`` (level-0
-    pixels; micrometres = pixels x ``mpp``; an unknown atypical probability is empty).
+    pixels; micrometres = pixels x ``mpp``; an unknown atypical probability is empty), and
+    ``atypical_model`` when a dedicated atypical model made the atypical calls.
     """
     from .atomic import atomic_write_text
 
-    return atomic_write_text(path, detections_csv_text(detections, mpp=mpp, threshold=threshold))
+    text = detections_csv_text(
+        detections, mpp=mpp, threshold=threshold, atypical_model=atypical_model
+    )
+    return atomic_write_text(path, text)

@@ -254,6 +254,7 @@ def qupath_feature_collection(
     mpp: float | None = None,
     include_negatives: bool = False,
     floor: float = 0.0,
+    atypical_model: str | None = None,
 ) -> dict[str, Any]:
     """The FeatureCollection written by :func:`write_qupath_geojson` (as a dict)."""
     from .records import probability
@@ -298,7 +299,10 @@ def qupath_feature_collection(
                 },
             }
         )
-    return {"type": "FeatureCollection", "features": features}
+    fc: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if atypical_model:  # a foreign member (RFC 7946 6.1): which model made the atypical calls
+        fc["atypical_model"] = str(atypical_model)
+    return fc
 
 
 _ID_NAMESPACE = uuid.UUID("0b6f3c1e-7d0a-4c59-9a57-6d1f0c3f5e21")
@@ -332,6 +336,7 @@ def write_qupath_geojson(
     mpp: float | None = None,
     include_negatives: bool = False,
     floor: float = 0.0,
+    atypical_model: str | None = None,
 ) -> Path:
     """Write mitoses as a QuPath-importable GeoJSON FeatureCollection (atomically).
 
@@ -354,6 +359,9 @@ def write_qupath_geojson(
         Pixel size (um/px), only for the ``x_um``/``y_um`` measurements.
     include_negatives : bool
     floor : float
+    atypical_model : str, optional
+        The dedicated model that made the atypical calls: written as the collection's
+        ``atypical_model`` member.
     """
     from .atomic import atomic_write_text
 
@@ -364,5 +372,6 @@ def write_qupath_geojson(
         mpp=mpp,
         include_negatives=include_negatives,
         floor=floor,
+        atypical_model=atypical_model,
     )
     return atomic_write_text(path, json.dumps(fc, separators=(",", ":")) + "\n")
