@@ -2,13 +2,20 @@
 
 The classifier and the cascade screen share these: :func:`resolve_backend` (``auto`` / ``torch``
 / ``onnx``, or ``MITOSCOPE_BACKEND``), :func:`onnx_graph` / :func:`export_onnx` (a member as an
-ONNX graph), :func:`ort_session` (a quiet CPU session on a set number of threads) and
+ONNX graph), :func:`cached_graph` (the exported graph kept in the user cache, so a checkpoint is
+exported once per machine, not at every load), :func:`ort_session` (a quiet CPU session on a
+set number of threads, shared by every load of the same graph in a process) and
 :func:`sigmoid`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +137,12 @@ def export_onnx(net: Any, *, patch_size_px: int, uses_mask: bool) -> bytes:
     return onnx_graph(Heads(net), args, input_names=names, output_names=["mf", "atypical"])
 
 
+#: the ONNX opset of every exported graph (torch 2.14's default; part of the cache key)
+ONNX_OPSET = 20
+#: bump when the export wrappers change what a graph computes (invalidates cached graphs)
+EXPORT_REVISION = 1
+
+
 def onnx_graph(
     module: Any, args: tuple[Any, ...], *, input_names: list[str], output_names: list[str]
 ) -> bytes:
@@ -149,9 +162,72 @@ def onnx_graph(
             input_names=input_names,
             output_names=output_names,
             dynamic_axes={k: {0: "batch"} for k in input_names},
+            opset_version=ONNX_OPSET,
             dynamo=False,
         )
     return buf.getvalue()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_versions() -> dict[str, Any]:
+    """What besides the weights decides an exported graph's bytes: opset, exporter versions.
+
+    Versions come from the installed distributions (importing ``onnx`` costs seconds).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    def dist(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "none"
+
+    return {
+        "opset": ONNX_OPSET,
+        "export_revision": EXPORT_REVISION,
+        "torch": dist("torch"),
+        "onnx": dist("onnx"),
+        "mitoscope": __version__,
+    }
+
+
+def graph_cache_path(key: dict[str, Any]) -> Path:
+    """Where the graph for ``key`` (checkpoint hash, member, input shape) is cached."""
+    from ..io.cache import user_cache_dir
+
+    blob = json.dumps({**key, **export_versions()}, sort_keys=True, default=str)
+    name = hashlib.sha256(blob.encode()).hexdigest()[:40]
+    return user_cache_dir() / "onnx" / f"{name}.onnx"
+
+
+def cached_graph(key: dict[str, Any] | None, build: Callable[[], bytes]) -> bytes:
+    """The ONNX graph for ``key`` from the user cache, or ``build()`` it and store it.
+
+    ``key`` must name everything the graph depends on besides :func:`export_versions` (which
+    is added): the checkpoint file's SHA-256, the member, the input size and mask input. With
+    ``key=None`` (no checkpoint file) the graph is built and not cached. Damaged entries read
+    as missing; concurrent writers are safe (:mod:`mitoscope.io.cache`).
+    """
+    if key is None:
+        return build()
+    from ..io.cache import read_entry, write_entry
+
+    path = graph_cache_path(key)
+    graph = read_entry(path)
+    if graph is None:
+        graph = build()
+        write_entry(path, graph)
+    return graph
 
 
 def onnx_available() -> bool:
@@ -172,23 +248,47 @@ def resolve_backend(backend: str | None = "auto") -> str:
     return want
 
 
+#: sessions by (graph digest, threads): loading the same checkpoint again in a process (one
+#: classifier per cohort slide, tests) reuses them; ONNX Runtime sessions are thread-safe
+_SESSIONS: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_SESSIONS_MAX = 8
+_SESSIONS_LOCK = threading.Lock()
+
+
 def ort_session(graph: bytes, *, threads: int = 1) -> Any:
-    """A quiet CPU ONNX Runtime session on ``threads`` intra-op threads."""
+    """A quiet CPU ONNX Runtime session on ``threads`` intra-op threads (shared per process)."""
+    n = max(1, int(threads))
+    key = (hashlib.sha256(graph).hexdigest(), n)
+    with _SESSIONS_LOCK:
+        if key in _SESSIONS:
+            _SESSIONS.move_to_end(key)
+            return _SESSIONS[key]
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
+    opts.intra_op_num_threads = n
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    with _SESSIONS_LOCK:
+        sess = _SESSIONS.setdefault(key, sess)
+        _SESSIONS.move_to_end(key)
+        while len(_SESSIONS) > _SESSIONS_MAX:
+            _SESSIONS.popitem(last=False)
+    return sess
 
 
 __all__ = [
+    "ONNX_OPSET",
     "CpuDevice",
+    "cached_graph",
     "cpu_has_native_bf16",
     "export_onnx",
+    "export_versions",
+    "file_sha256",
     "forward_onnx",
     "forward_torch",
+    "graph_cache_path",
     "onnx_available",
     "onnx_graph",
     "ort_session",

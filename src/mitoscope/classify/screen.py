@@ -182,21 +182,28 @@ def _onnx_ok() -> bool:
     return resolve_backend() != "torch" and onnx_available()
 
 
-def _export(net: Any, size: int) -> bytes:
+def _export(net: Any, size: int, checkpoint_sha256: str) -> bytes:
+    """The network as an ONNX graph, from the user cache when this checkpoint was exported
+    before (:func:`~mitoscope.classify.backends.cached_graph`)."""
     import torch
 
-    from .backends import onnx_graph
+    from .backends import cached_graph, onnx_graph
 
-    return onnx_graph(
-        net, (torch.rand(2, 4, size, size),), input_names=["x"], output_names=["logit"]
-    )
+    def build() -> bytes:
+        return onnx_graph(
+            net, (torch.rand(2, 4, size, size),), input_names=["x"], output_names=["logit"]
+        )
+
+    key = {"kind": "screen", "checkpoint_sha256": checkpoint_sha256, "patch_size_px": size}
+    return cached_graph(key, build)
 
 
 def load_screen(path: str | Path | None = None, *, onnx: bool = True) -> Screen:
     """Load a screening checkpoint (``None`` -> the bundled one).
 
     With ``onnx`` (the default; ONNX Runtime installed and ``MITOSCOPE_BACKEND`` not ``torch``)
-    the network is exported when loaded and scored in ONNX Runtime.
+    the network is scored in ONNX Runtime; its graph is exported once per checkpoint file and
+    kept in the user cache.
 
     Raises
     ------
@@ -227,7 +234,11 @@ def load_screen(path: str | Path | None = None, *, onnx: bool = True) -> Screen:
             f"{p}: weights do not fit the screening network ({exc!s:.120})"
         ) from None
     net.eval()
-    graph = _export(net, int(blob["patch_size_px"])) if onnx and _onnx_ok() else None
+    graph = None
+    if onnx and _onnx_ok():
+        from .backends import file_sha256
+
+        graph = _export(net, int(blob["patch_size_px"]), file_sha256(p))
     return Screen(
         onnx=graph,
         net=net,

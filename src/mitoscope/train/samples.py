@@ -161,7 +161,10 @@ def _cache_key(root: Path, mpp: float, size_px: int, proposer: str) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MITOSCOPE_CACHE", Path.home() / ".cache" / "mitoscope"))
+    """mitoscope's user cache (:func:`mitoscope.io.cache.user_cache_dir`)."""
+    from ..io.cache import user_cache_dir
+
+    return user_cache_dir()
 
 
 def build_amibr_samples(
