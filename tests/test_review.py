@@ -321,3 +321,44 @@ def test_select_prefers_uncertain_and_spreads_across_slides(tmp_path: Path) -> N
     assert nxt["progress"]["selected"] == {"total": 2, "done": 0}
     with pytest.raises(InvalidInputError, match="budget"):
         select_for_review([run_a], budget=0)
+
+
+def test_reviewed_labels_latest_answer_wins_and_equivocal_is_down_weighted(
+    tmp_path: Path,
+) -> None:
+    from mitoscope.review.labels import reviewed_labels
+
+    run, _ = make_run(tmp_path)
+    store = ReviewStore(run)
+    u = store.queues["slide"]
+    store.answer(u[0], "alice", "mitotic")
+    store.answer(u[1], "alice", "equivocal")  # contested: decided by bob
+    store.answer(u[1], "bob", "not")
+    store.answer(u[2], "alice", "equivocal")  # still equivocal after bob
+    store.answer(u[2], "bob", "equivocal")
+    store.answer(u[3], "alice", "not")  # bob changes it: the latest answer wins
+    store.answer(u[3], "bob", "atypical")
+    got = {lb.uid: lb for lb in reviewed_labels(run)}
+    assert sorted(got) == sorted([u[0], u[1], u[3]])  # the equivocal one is left out
+    assert got[u[0]].is_mf and not got[u[0]].atypical and got[u[0]].weight == 1.0
+    assert not got[u[1]].is_mf and got[u[1]].weight == 1.0
+    assert got[u[1]].reviewers == ("alice", "bob")
+    assert got[u[3]].is_mf and got[u[3]].atypical
+    it = store.by_uid[u[3]]
+    assert (got[u[3]].slide, got[u[3]].x, got[u[3]].y) == (it.slide_name, it.x, it.y)
+    # down-weighting: the contested item at half weight; the equivocal one kept as a mitosis
+    low = {lb.uid: lb for lb in reviewed_labels(
+        store, contested_weight=0.5, equivocal_as="mitotic", equivocal_weight=0.2
+    )}  # fmt: skip
+    assert low[u[1]].weight == 0.5 and not low[u[1]].is_mf
+    assert low[u[2]].is_mf and low[u[2]].weight == 0.2
+    assert low[u[0]].weight == 1.0 and low[u[3]].weight == 1.0
+    # the sliderunner training source reads the same classes (latest answer, equivocal out)
+    ann = read_sliderunner(run / "mitoscope.sqlite")
+    cls = dict(zip(ann.uid.tolist(), ann.meta["class_name"].tolist(), strict=True))
+    assert [cls[str(k)] for k in u[:4]] == [
+        "Mitotic figure", "Non-mitotic figure", "Equivocal", "Atypical mitotic figure"
+    ]  # fmt: skip
+    for bad in ({"contested_weight": 0.0}, {"equivocal_weight": 1.5}, {"equivocal_as": "maybe"}):
+        with pytest.raises(InvalidInputError):
+            reviewed_labels(store, **bad)
