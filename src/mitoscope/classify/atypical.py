@@ -202,11 +202,16 @@ def atypical_model_from_networks(
     device: Any = None,
     backend: str = "torch",
     path: str = "",
+    checkpoint_sha256: str | None = None,
 ) -> AtypicalModel:
-    """An :class:`AtypicalModel` around trained networks (eval mode, on ``device``)."""
+    """An :class:`AtypicalModel` around trained networks (eval mode, on ``device``).
+
+    With ``backend="onnx"`` the members are exported to ONNX Runtime graphs, cached in the
+    user cache under ``checkpoint_sha256`` (the file they were loaded from) when it is given.
+    """
     import torch
 
-    from .backends import export_onnx, resolve_device
+    from .backends import cached_graph, export_onnx, resolve_device
     from .classifier import Classifier
 
     dev = resolve_device("auto") if device is None else device
@@ -214,12 +219,24 @@ def atypical_model_from_networks(
     graphs: list[bytes] = []
     if backend == "onnx":
         graphs = [
-            export_onnx(
-                n.to(memory_format=torch.contiguous_format),
-                patch_size_px=int(patch_size_px),
-                uses_mask=False,
+            cached_graph(
+                None
+                if checkpoint_sha256 is None
+                else {
+                    "kind": "atypical",
+                    "checkpoint_sha256": checkpoint_sha256,
+                    "member": i,
+                    "arch": arch,
+                    "patch_size_px": int(patch_size_px),
+                    "uses_mask": False,
+                },
+                lambda n=n: export_onnx(
+                    n.to(memory_format=torch.contiguous_format),
+                    patch_size_px=int(patch_size_px),
+                    uses_mask=False,
+                ),
             )
-            for n in nets
+            for i, n in enumerate(nets)
         ]
     nets = [n.to(memory_format=torch.channels_last) for n in nets]
     engine = Classifier(
@@ -261,7 +278,7 @@ def load_atypical_model(
         The file is missing, not a mitoscope atypical model, corrupt, or its weights do not
         match the architecture it names.
     """
-    from .backends import onnx_available, resolve_backend, resolve_device
+    from .backends import file_sha256, onnx_available, resolve_backend, resolve_device
     from .registry import get_spec
 
     p = default_atypical_model_path() if path is None else Path(path)
@@ -307,6 +324,7 @@ def load_atypical_model(
         device=dev,
         backend="onnx" if use_onnx else "torch",
         path=str(p),
+        checkpoint_sha256=file_sha256(p) if use_onnx else None,
     )
 
 
