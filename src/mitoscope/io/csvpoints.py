@@ -28,6 +28,8 @@ _SCORE = ("mf_probability", "probability", "score", "confidence", "prob")
 _MITOSIS = ("is_mitosis", "mitosis")
 _ATYPICAL = ("is_atypical", "atypical")
 _UID = ("uid", "id", "annotation_id")
+_AGREEMENT = ("agreement",)
+_N_RATERS = ("n_raters",)
 
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n", ""}
@@ -94,6 +96,8 @@ def read_csv_points(
       ``threshold=`` decides from the score, otherwise every row is a mitosis (as in the
       detection CSV written by :func:`write_detections_csv`).
     - ``is_atypical`` / ``atypical``: 1/0; ``uid`` / ``id``.
+    - ``agreement`` (share of raters agreeing, in [0, 1]) and ``n_raters``, as written by
+      ``mitoscope curate crowd``.
 
     All other columns (``x_um``, ``atypical_probability``, ``area_um2``, ...) are kept in
     ``meta`` (as numbers when every value parses).
@@ -167,7 +171,20 @@ def read_csv_points(
         )
     ucol = _find(cols, _UID)
     uid = None if ucol is None else [v.strip() for v in column[ucol]]
-    used |= {c for c in (lcol, scol, mcol, acol, ucol) if c is not None}
+    gcol, rcol = _find(cols, _AGREEMENT), _find(cols, _N_RATERS)
+    agreement = n_raters = None
+    if gcol is not None:  # e.g. the table of ``mitoscope curate crowd``
+        agreement = _floats(column[gcol], gcol, where)
+        bad = np.isfinite(agreement) & ((agreement < 0) | (agreement > 1))
+        if bad.any():
+            raise InvalidInputError(
+                f"{where}: column {gcol!r} row {int(np.flatnonzero(bad)[0]) + 2} is not in [0, 1]"
+            )
+        agreement = np.where(np.isfinite(agreement), agreement, 1.0)
+    if rcol is not None:
+        r = _floats(column[rcol], rcol, where)
+        n_raters = np.where(np.isfinite(r), r, 1).astype(np.int64)
+    used |= {c for c in (lcol, scol, mcol, acol, ucol, gcol, rcol) if c is not None}
     meta: dict[str, Any] = {}
     for h in header:
         if h in used:
@@ -186,6 +203,8 @@ def read_csv_points(
         is_mitosis=is_mit,
         score=score if score is not None else np.full(n, math.nan),
         atypical=atyp,
+        agreement=agreement,
+        n_raters=n_raters,
         uid=uid,
         meta=meta,
         images_all=names,
