@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -12,8 +14,6 @@ from ..types import Candidates
 #: OMG-Net's candidate size range (um²): smaller or larger objects are not nuclei.
 MIN_AREA_UM2 = 2.25
 MAX_AREA_UM2 = 225.0
-
-PROPOSERS = ("classical", "sam")
 
 
 @runtime_checkable
@@ -30,16 +30,78 @@ class Proposer(Protocol):
     def propose(self, image: np.ndarray, *, mpp: float) -> Candidates: ...
 
 
+@dataclass(frozen=True)
+class ProposerSpec:
+    """A registered proposer: its name, where its class lives and what it needs."""
+
+    name: str
+    factory: str  # "package.module:Class", imported when the proposer is built
+    description: str = ""
+
+    def build(self, **options: Any) -> Proposer:
+        import importlib
+
+        module, attr = self.factory.split(":")
+        fn: Callable[..., Proposer] = getattr(importlib.import_module(module), attr)
+        return fn(**options)
+
+
+_REGISTRY: dict[str, ProposerSpec] = {}
+
+
+def register_proposer(spec: ProposerSpec) -> ProposerSpec:
+    """Add a proposer to the registry (a later registration of a name replaces it).
+
+    The factory is a ``"module:attribute"`` string imported only when the proposer is built,
+    so registering costs nothing and proposers above this layer (the trained detector) can be
+    named here without an import.
+    """
+    _REGISTRY[str(spec.name).strip().lower()] = spec
+    return spec
+
+
+for _spec in (
+    ProposerSpec(
+        "classical",
+        "mitoscope.candidates.classical:ClassicalProposer",
+        "haematoxylin thresholding + watershed; no weights (the default)",
+    ),
+    ProposerSpec(
+        "sam",
+        "mitoscope.candidates.sam:SamProposer",
+        "Segment Anything automatic masks; needs checkpoint= (and variant=)",
+    ),
+    ProposerSpec(
+        "detector",
+        "mitoscope.detector.proposer:DetectorProposer",
+        "a trained FCOS detector (mitoscope train-detector); needs checkpoint=",
+    ),
+):
+    register_proposer(_spec)
+
+
+def list_proposers() -> list[str]:
+    """Names of the registered proposers."""
+    return sorted(_REGISTRY)
+
+
+#: the registered proposer names (at import time)
+PROPOSERS = tuple(list_proposers())
+
+
 def get_proposer(name: str = "classical", **options: Any) -> Proposer:
-    """Build a proposer by name.
+    """Build a proposer by name (one registry lookup).
 
     Parameters
     ----------
-    name : {"classical", "sam"}
+    name : {"classical", "sam", "detector"}
         ``classical`` needs no weights (the default); ``sam`` needs ``checkpoint=`` (a Segment
-        Anything checkpoint file) and optionally ``variant=`` (``vit_h``, ``vit_l``, ``vit_b``).
+        Anything checkpoint file) and optionally ``variant=`` (``vit_h``, ``vit_l``, ``vit_b``);
+        ``detector`` needs ``checkpoint=`` (``mitoscope train-detector``) and optionally
+        ``score_threshold=``.
     **options
-        Keyword arguments of :class:`ClassicalProposer` / :class:`SamProposer`.
+        Keyword arguments of the proposer's class (:class:`ClassicalProposer`,
+        :class:`SamProposer`, :class:`~mitoscope.detector.proposer.DetectorProposer`).
 
     Examples
     --------
@@ -47,15 +109,12 @@ def get_proposer(name: str = "classical", **options: Any) -> Proposer:
     'classical'
     """
     key = str(name).strip().lower()
-    if key == "classical":
-        from .classical import ClassicalProposer
-
-        return ClassicalProposer(**options)
-    if key == "sam":
-        from .sam import SamProposer
-
-        return SamProposer(**options)
-    raise InvalidInputError(f"unknown proposer {name!r}; choose one of {', '.join(PROPOSERS)}")
+    spec = _REGISTRY.get(key)
+    if spec is None:
+        raise InvalidInputError(
+            f"unknown proposer {name!r}; choose one of {', '.join(list_proposers())}"
+        )
+    return spec.build(**options)
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "survival",
     "train",
     "train_atypical",
+    "train_detector",
     "classify",
     "review",
     "curate",

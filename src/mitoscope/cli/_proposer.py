@@ -1,5 +1,5 @@
-"""The options ``candidates`` and ``detect`` share (pixel size, proposer, SAM) and the proposer
-built from them."""
+"""The options ``candidates`` and ``detect`` share (pixel size, proposer, SAM, detector) and the
+proposer built from them."""
 
 from __future__ import annotations
 
@@ -11,19 +11,36 @@ import typer
 MPP_OPTION = typer.Option(
     None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
 )
-PROPOSER_OPTION = typer.Option("classical", "--proposer", help="classical | sam")
+PROPOSER_OPTION = typer.Option("classical", "--proposer", help="classical | sam | detector")
 SAM_CHECKPOINT_OPTION = typer.Option(
     None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."
 )
 SAM_VARIANT_OPTION = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b")
+DETECTOR_OPTION = typer.Option(
+    None,
+    "--detector",
+    help="Detector checkpoint from mitoscope train-detector (needed by --proposer detector and "
+    "--mode detector).",
+)
 
 
 def proposer_from_options(
-    name: str, *, sam_checkpoint: Path | None, sam_variant: str, **sam_options: Any
+    name: str,
+    *,
+    sam_checkpoint: Path | None = None,
+    sam_variant: str = "vit_h",
+    detector: Path | None = None,
+    device: str | None = None,
+    **sam_options: Any,
 ) -> Any:
-    """``--proposer NAME`` with its SAM options (``get_proposer`` validates both)."""
+    """``--proposer NAME`` with its options: one registry lookup (``get_proposer`` validates
+    the name and each proposer its options)."""
     from ..candidates import get_proposer
 
-    if name.strip().lower() != "sam":
-        return get_proposer(name)
-    return get_proposer("sam", checkpoint=sam_checkpoint, variant=sam_variant, **sam_options)
+    key = name.strip().lower()
+    options = {
+        "sam": lambda: {"checkpoint": sam_checkpoint, "variant": sam_variant, "device": device,
+                        **sam_options},
+        "detector": lambda: {"checkpoint": detector, "device": device},
+    }  # fmt: skip
+    return get_proposer(key, **options.get(key, dict)())

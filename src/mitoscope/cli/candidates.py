@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ._proposer import (
+    DETECTOR_OPTION,
     MPP_OPTION,
     PROPOSER_OPTION,
     SAM_CHECKPOINT_OPTION,
@@ -27,6 +28,7 @@ def candidates(
     proposer: str = PROPOSER_OPTION,
     sam_checkpoint: Path = SAM_CHECKPOINT_OPTION,
     sam_variant: str = SAM_VARIANT_OPTION,
+    detector: Path = DETECTOR_OPTION,
     sam_cpu_dtype: str = typer.Option(
         "bfloat16",
         "--sam-cpu-dtype",
@@ -52,7 +54,11 @@ def candidates(
 
     name = proposer.strip().lower()
     prop = proposer_from_options(
-        name, sam_checkpoint=sam_checkpoint, sam_variant=sam_variant, cpu_dtype=sam_cpu_dtype
+        name,
+        sam_checkpoint=sam_checkpoint,
+        sam_variant=sam_variant,
+        detector=detector,
+        cpu_dtype=sam_cpu_dtype,
     )
     t0 = time.perf_counter()
     with open_slide(slide, mpp=mpp) as reader:

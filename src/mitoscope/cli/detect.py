@@ -10,6 +10,7 @@ import typer
 
 from ..detect.config import DEFAULTS
 from ._proposer import (
+    DETECTOR_OPTION,
     MPP_OPTION,
     PROPOSER_OPTION,
     SAM_CHECKPOINT_OPTION,
@@ -22,11 +23,14 @@ def register(app: typer.Typer) -> None:
     app.command("detect")(detect)
 
 
-def _load_classifier(model: Path | None, device: str) -> Any:
-    """The classifier ensemble (the bundled model when ``model`` is None)."""
+def _load_classifier(model: Path | None, device: str, atypical: str = "auto") -> Any:
+    """The classifier ensemble (the bundled model when ``model`` is None), with the dedicated
+    atypical model of ``--atypical-model`` (auto: the bundled one when installed)."""
     from ..classify import load_classifier
+    from ..classify.atypical import attach_atypical_model
 
-    return load_classifier(None if model is None else str(model), device=device)
+    clf = load_classifier(None if model is None else str(model), device=device)
+    return attach_atypical_model(clf, atypical, device=device)
 
 
 def _check_device(device: str) -> str:
@@ -43,6 +47,29 @@ def _check_device(device: str) -> str:
     return d
 
 
+def _check_mode(mode: str, *, proposer: str, model: Path | None) -> str:
+    from ..errors import InvalidInputError
+
+    m = mode.strip().lower()
+    if m not in ("classifier", "detector"):
+        raise InvalidInputError(f"unknown --mode {mode!r}; choose classifier or detector")
+    if m == "detector" and proposer.strip().lower() != "classical":
+        raise InvalidInputError("--mode detector uses the detector's own boxes; drop --proposer")
+    if m == "detector" and model is not None:
+        raise InvalidInputError("--mode detector uses no classifier; drop --model")
+    return m
+
+
+def _default_cascade(
+    model: Path | None, screen_model: Path | None, proposer: str, mode: str
+) -> bool:
+    """The cascade screen is on with the bundled classifier and the classical or SAM
+    proposer; a detector's candidates are few and are not re-screened at 0.5 um/px."""
+    if mode == "detector" or proposer.strip().lower() == "detector":
+        return screen_model is not None
+    return model is None or screen_model is not None
+
+
 def detect(
     inputs: list[Path] = typer.Argument(
         None, help="Whole-slide images or region images (none: the bundled sample slide)."
@@ -52,8 +79,22 @@ def detect(
     proposer: str = PROPOSER_OPTION,
     sam_checkpoint: Path = SAM_CHECKPOINT_OPTION,
     sam_variant: str = SAM_VARIANT_OPTION,
+    detector: Path = DETECTOR_OPTION,
+    mode: str = typer.Option(
+        "classifier",
+        "--mode",
+        help="classifier: proposer + classifier (two stages); detector: the --detector's boxes "
+        "are the detections (no classifier, no atypical probability).",
+    ),
     model: Path = typer.Option(
         None, "--model", help="Classifier checkpoint (default: the bundled model)."
+    ),
+    atypical_model: str = typer.Option(
+        "auto",
+        "--atypical-model",
+        metavar="PATH|head|auto",
+        help="Dedicated atypical-vs-normal model for every mitosis (mitoscope train-atypical); "
+        "head: the classifier's own atypical head; auto: the bundled one when installed.",
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(
@@ -125,6 +166,7 @@ def detect(
     from ..errors import MitoscopeError, NoTissueError
 
     n_workers = resolve_workers(workers)
+    mode = _check_mode(mode, proposer=proposer, model=model)
     paths = list(inputs or [])
     if sample or not paths:
         from ..data import sample_slide
@@ -137,7 +179,9 @@ def detect(
         batch_size=batch_size,
         workers=n_workers,
         report=not no_report,
-        cascade=(model is None or screen_model is not None) if cascade is None else cascade,
+        cascade=_default_cascade(model, screen_model, proposer, mode)
+        if cascade is None
+        else cascade,
         propose_mpp=propose_mpp,
         screen_model=None if screen_model is None else str(screen_model),
     )
@@ -149,16 +193,30 @@ def detect(
     out_dir = check_out_dir(out)
     check_output_names(out_dir, stems)  # before any work: a name too long fails now
     dev = _check_device(device)
-    prop = proposer_from_options(
-        proposer,
-        sam_checkpoint=sam_checkpoint,
-        sam_variant=sam_variant,
-        device=None if dev == "auto" else dev,
-    )
-    if n_workers > 1 and getattr(prop, "name", "") == "sam":
-        # the SAM model is large and GPU-bound: propose in the main process
+    if mode == "detector":
+        from ..detector.proposer import detector_mode
+
+        if detector is None:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(
+                "--mode detector needs --detector PATH (mitoscope train-detector)"
+            )
+        prop, classifier = detector_mode(detector, device=None if dev == "auto" else dev,
+                                         floor=config.floor)  # fmt: skip
+    else:
+        prop = proposer_from_options(
+            proposer,
+            sam_checkpoint=sam_checkpoint,
+            sam_variant=sam_variant,
+            detector=detector,
+            device=None if dev == "auto" else dev,
+        )
+        classifier = _load_classifier(model, dev, atypical_model)
+    dev_type = getattr(getattr(getattr(prop, "detector", None), "device", None), "type", "cpu")
+    if n_workers > 1 and (getattr(prop, "name", "") == "sam" or dev_type == "cuda"):
+        # GPU-bound proposal (SAM, a detector on CUDA): propose in the main process
         config = replace(config, workers=1)
-    classifier = _load_classifier(model, dev)
     if config.cascade:
         from ..classify.screen import load_screen
 

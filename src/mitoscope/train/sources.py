@@ -891,9 +891,28 @@ def _build_amibr(spec: dict[str, Any], opts: BuildOptions) -> SampleSet:
     labelled=False,
 )
 def _build_tissue(spec: dict[str, Any], opts: BuildOptions) -> SampleSet:
+    from .samples import negative_image_samples
+
+    images = tissue_images(spec)
+    root = Path(spec["path"])
+    return _cached(
+        spec,
+        [p for p, *_ in images],
+        opts,
+        lambda: negative_image_samples(
+            images, mpp=opts.mpp, size_px=opts.size_px, proposer=opts.proposer,
+            progress=opts.progress, source=f"{spec['name']} ({root})",
+        ),
+    )  # fmt: skip
+
+
+def tissue_images(spec: dict[str, Any]) -> list[tuple[Path, float, str, str]]:
+    """The images of a (validated) ``tissue`` source after its organ filters and limit:
+    ``(path, mpp, group, slide name)`` each; missing, unreadable or too large images and
+    unknown organs are errors."""
     from PIL import Image
 
-    from .samples import negative_image_samples, read_tissue_index, tissue_slide_name
+    from .samples import read_tissue_index, tissue_slide_name
 
     root = Path(spec["path"])
     name = spec["name"]
@@ -944,15 +963,7 @@ def _build_tissue(spec: dict[str, Any], opts: BuildOptions) -> SampleSet:
         images.append((path, float(mpp), spec.get("group") or f"tissue_{organ}", slide))
     if not images:
         raise InvalidInputError(f"{name}: no images left after the organ filters")
-    return _cached(
-        spec,
-        [p for p, *_ in images],
-        opts,
-        lambda: negative_image_samples(
-            images, mpp=opts.mpp, size_px=opts.size_px, proposer=opts.proposer,
-            progress=opts.progress, source=f"{name} ({root})",
-        ),
-    )  # fmt: skip
+    return images
 
 
 # -- all sources -----------------------------------------------------------------------------

