@@ -40,6 +40,23 @@ def mosaic_slide(width: int, height: int, *, seed: int = 0, **options: object) -
     return CACHE / name
 
 
+def tissue_slide(tissue_mm2: float, *, seed: int = 0, **options: object) -> Path:
+    """Build once (cached in ``benchmarks/.cache``) a whole-slide TIFF of real tissue in islands
+    on glass (:func:`mitoscope.synth.build_tissue_slide`, ../shared/data/tissue)."""
+    from mitoscope.synth import cached_tissue_slide, tissue_slide_file_name
+
+    name = tissue_slide_file_name(tissue_mm2, seed=seed, **options)
+    if not (CACHE / name).exists():
+        print(f"building {name} (real tissue from {SHARED_DATA / 'tissue'}) ...", flush=True)
+        t0 = time.perf_counter()
+        path = cached_tissue_slide(
+            CACHE, tissue_mm2=tissue_mm2, seed=seed, source_dir=SHARED_DATA / "tissue", **options
+        )
+        print(f"  built in {time.perf_counter() - t0:.0f} s", flush=True)
+        return path
+    return CACHE / name
+
+
 def large_slide() -> Path:
     opts = {k: v for k, v in LARGE.items() if k not in ("width", "height", "seed")}
     return mosaic_slide(LARGE["width"], LARGE["height"], seed=LARGE["seed"], **opts)

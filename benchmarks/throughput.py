@@ -1,23 +1,43 @@
-"""Throughput of ``mitoscope detect`` against decoding the slide and against SAM (issue 7).
+"""Throughput of ``mitoscope detect`` against decoding the slide (issues 7 and 13).
 
-Builds (once, cached in ``benchmarks/.cache``) a pyramidal JPEG TIFF at 0.25 um/px whose content
-is real H&E (a mosaic of the AMi-Br training crops, see :mod:`mitoscope.synth`), default
-40,000 x 40,000 px (100 mm², half of it tissue), then in one run measures:
+Two kinds of benchmark slide, both pyramidal JPEG TIFFs at 0.25 um/px built once and cached in
+``benchmarks/.cache``:
+
+* ``--slide tissue`` (default, issue 13): **real tissue at realistic density**. The 30 MoNuSeg
+  images of ordinary tumour tissue in ../shared/data/tissue (7 organs, 0.2527 um/px) are
+  resampled to 0.25 um/px by their own pixel size and tiled over the slide, each 240 um cell a
+  random image in a random flip/rotation, visible only inside irregular tissue islands (blobs
+  with lobed borders and small fragments) on glass of (240, 240, 240) with slight noise, as
+  sections lie on a real slide (:func:`mitoscope.synth.build_tissue_slide`). ``--tissue-mm2``
+  sets the tissue area (several values: a sweep in one run, e.g. ``10,50,150``); the slide is
+  square, tissue on about 40% of it and at least 40,000 px a side (10 mm² -> 40,960 px, 50 ->
+  45,056 px, 150 -> 77,824 px).
+* ``--slide mosaic`` (issue 7, the worst case, reported and not targeted): a mosaic of the
+  AMi-Br crops, each centred on a mitotic figure (about 1,150 mitoses per mm², 50-1,000 times a
+  real tumour), ``--size`` px a side, half of it tissue (:mod:`mitoscope.synth`).
+
+For each slide, in one run:
 
 (a) decode only: every tissue tile of the default plan (256 um tiles, 32 um overlap) read with bare
     OpenSlide, in ``--workers`` processes (the same cores ``detect`` gets) -> mm² of tissue / s;
 (b) ``mitoscope detect SLIDE --out TMP --workers N --device cpu`` end to end in a subprocess
-    (wall clock, including start-up, tissue detection, outputs and the HTML report) -> mm²/s;
-(c) the OMG-Net SAM ViT-H proposer's cost per mm² on this CPU (random weights; image encoder
-    + one 64-prompt batch of the 64 x 64 point grid on one 1024 x 1024 tile, extrapolated to the
-    grid and to mm² of tile core), or read from ``benchmarks/sam_cost.py``'s JSON (``--sam-json``).
+    (wall clock, including start-up, tissue detection, outputs and the HTML report) -> mm²/s,
+    its share of (a), peak RSS of its process tree, and the stage split per tile from its own
+    ``summary.json`` (``timing_s``: read, propose, screen, classify, contours, measured in the
+    workers);
+(c) optionally the OMG-Net SAM ViT-H proposer's cost per mm² on this CPU (random weights; image
+    encoder + one 64-prompt batch of the 64 x 64 point grid on one 1024 x 1024 tile, extrapolated
+    to the grid and to mm² of tile core), or read from ``benchmarks/sam_cost.py``'s JSON
+    (``--sam-json``); ``--skip-sam`` leaves it out.
 
-and prints the ratios. ``--single-level`` builds the same mosaic without reduced levels (a
-flat tiled TIFF: tissue detection and the report must then shrink level 0 themselves) to check
-that peak memory stays bounded when nothing is pyramidal; ``--report F`` re-prints the table of a
-run saved with ``--json F``. Run::
+``--stages N`` also times the stages on N tiles in this process and the previous (issue 7)
+path on the same tiles. ``--single-level`` builds the slide without reduced levels (a flat
+tiled TIFF: tissue detection and the report must then shrink level 0 themselves) to check that
+peak memory stays bounded and the tissue pass uses the workers when nothing is pyramidal;
+``--report F`` re-prints the tables of a run saved with ``--json F``. Run::
 
-    .venv/bin/python benchmarks/throughput.py [--size 40000] [--workers 2] [--sam-json F]
+    .venv/bin/python benchmarks/throughput.py --tissue-mm2 10,50,150 --workers 2 --skip-sam
+    .venv/bin/python benchmarks/throughput.py --slide mosaic --size 40000 --workers 2 --skip-sam
 """
 
 from __future__ import annotations
@@ -98,6 +118,7 @@ def detect_end_to_end(path: Path, workers: int, extra: list[str]) -> dict:
             "n_scored_above_floor",
             "n_mitoses",
             "n_tiles",
+            "seconds",
             "timing_s",
         )
     }
@@ -275,6 +296,63 @@ def stage_split(path: Path, n_tiles: int) -> dict:
     }
 
 
+def _print_detect_split(e: dict, d: dict) -> None:
+    """Rows from detect's own summary.json: mitoses, phases and the stage split per tile."""
+    sm = e["summary"]
+    area = max(float(sm["tissue_area_mm2"] or d["tissue_mm2"]), 1e-9)
+    print(f"| (b) mitoses called / per mm² | {sm['n_mitoses']} / {sm['n_mitoses'] / area:.0f} |")
+    t = sm.get("timing_s") or {}
+    if "per_tile_s" not in t:  # a run saved before issue 13's timings
+        return
+    phases = ("tissue_s", "tiles_s", "count_s", "write_s")
+    startup = e["seconds"] - sum(float(t.get(k, 0.0)) for k in phases)
+    print(
+        f"| (b) phases (wall) | start-up (process, imports, models) {startup:.1f} s, tissue "
+        f"{t['tissue_s']:.1f} s, tile loop {t['tiles_s']:.1f} s, merge and count "
+        f"{t['count_s']:.1f} s, outputs and report {t.get('write_s', 0.0):.1f} s |"
+    )
+    print(
+        f"| (b) tile loop alone | {area / max(t['tiles_s'], 1e-9):.3f} mm²/s "
+        f"({area / max(t['tiles_s'], 1e-9) / d['mm2_per_s']:.1%} of decode-only) |"
+    )
+    pt = t["per_tile_s"]
+    total = sum(pt.values())
+    parts = ", ".join(f"{k[:-2]} {v:.3f} s ({v / max(total, 1e-9):.0%})" for k, v in pt.items())
+    print(
+        f"| (b) stage split per tile ({sm['n_tiles']} tiles, in {t['workers']} worker "
+        f"processes) | {parts}; {total:.3f} s per tile |"
+    )
+
+
+def print_sweep(out: dict) -> None:
+    """One row per slide of a run: time per mm² against size (``out``: what ``--json`` writes)."""
+    print()
+    print(
+        "| slide | tissue | tiles | decode only | `mitoscope detect` | s per mm² | share of "
+        "decode-only | tile loop s per mm² | mitoses per mm² | peak RSS |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in out["runs"]:
+        d, e = r["decode"], r.get("detect")
+        row = (
+            f"| {r['slide_short']} | {d['tissue_mm2']:.1f} mm² | {d['tiles']} | "
+            f"{d['seconds']:.1f} s ({d['mm2_per_s']:.3f} mm²/s) |"
+        )
+        if e:
+            sm = e["summary"]
+            area = max(float(sm["tissue_area_mm2"]), 1e-9)
+            t = sm.get("timing_s") or {}
+            loop = f"{t['tiles_s'] / area:.2f}" if "tiles_s" in t else "n/a"
+            row += (
+                f" {e['seconds']:.1f} s ({e['mm2_per_s']:.3f} mm²/s) | {e['seconds'] / area:.2f} |"
+                f" {e['mm2_per_s'] / d['mm2_per_s']:.1%} | {loop} | {sm['n_mitoses'] / area:.0f} |"
+                f" {e['peak_tree_rss_bytes'] / 2**30:.2f} GiB |"
+            )
+        else:
+            row += " - | - | - | - | - | - |"
+        print(row)
+
+
 def print_table(out: dict) -> None:
     """The markdown table of one run (``out``: what ``--json`` writes)."""
     workers = out["workers"]
@@ -304,6 +382,7 @@ def print_table(out: dict) -> None:
                 f"{e['mm2_per_s'] / s['mm2_per_s']:.0f}x |"
             )
         print(f"| peak RSS of detect (process tree) | {e['peak_tree_rss_bytes'] / 2**30:.2f} GiB |")
+        _print_detect_split(e, d)
     if s:
         print(
             f"| (c) SAM ViT-H proposer (random weights) | {s['vit_h_seconds_per_tile']:.0f} s "
@@ -368,9 +447,39 @@ def print_table(out: dict) -> None:
     print(f"| machine | {out['machine']} |")
 
 
+def build_slides(args: argparse.Namespace) -> list[tuple[Path, str, str]]:
+    """The run's slides: (path, description, short name)."""
+    flat = " single-level" if args.single_level else ""
+    levels = {"min_level_px": 10**9} if args.single_level else {}
+    if args.slide == "mosaic":
+        path = common.mosaic_slide(args.size, args.size, **levels)
+        desc = f"{args.size} x {args.size} px{flat}, 0.25 um/px, real-H&E mosaic (AMi-Br crops)"
+        return [(path, desc, f"mosaic {args.size} px{flat}")]
+    out = []
+    for mm2 in args.tissue_mm2:
+        path = common.tissue_slide(mm2, seed=args.seed, **levels)
+        import openslide
+
+        with openslide.OpenSlide(str(path)) as sl:
+            w, h = sl.dimensions
+        desc = (
+            f"{w:,} x {h:,} px{flat}, 0.25 um/px, real tissue (MoNuSeg, 7 organs) in islands on "
+            f"glass, {mm2:g} mm² tissue built"
+        )
+        out.append((path, desc, f"{mm2:g} mm² on {w:,} px{flat}"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=40000, help="slide side in px (>= 40000: issue)")
+    ap.add_argument("--slide", choices=("tissue", "mosaic"), default="tissue")
+    ap.add_argument(
+        "--tissue-mm2",
+        default="50",
+        help="tissue area of the tissue slide, mm² (comma-separated: one slide each, e.g. 10,50,150)",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="seed of the tissue slide")
+    ap.add_argument("--size", type=int, default=40000, help="mosaic side in px (>= 40000: issue)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--sam-json", type=Path, default=None, help="output of sam_cost.py --json")
     ap.add_argument("--skip-detect", action="store_true")
@@ -388,36 +497,47 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.report:
-        print_table(json.loads(args.report.read_text()))
+        saved = json.loads(args.report.read_text())
+        if "runs" not in saved:  # a run saved before issue 13: one slide
+            print_table(saved)
+            return 0
+        for r in saved["runs"]:
+            print_table({**saved, **r})
+        print_sweep(saved)
         return 0
+    try:
+        args.tissue_mm2 = [float(v) for v in str(args.tissue_mm2).split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--tissue-mm2 needs numbers, e.g. 10,50,150; got {args.tissue_mm2!r}")
+    if args.slide == "tissue" and (not args.tissue_mm2 or min(args.tissue_mm2) <= 0):
+        ap.error("--tissue-mm2 needs positive areas")
 
-    levels = {"min_level_px": 10**9} if args.single_level else {}
-    slide = common.mosaic_slide(args.size, args.size, **levels)
     out: dict = {
-        "slide": f"{args.size} x {args.size} px, 0.25 um/px, real-H&E mosaic (AMi-Br crops)",
         "machine": common.machine(),
         "load_average_start": common.load_avg(),
         "workers": args.workers,
+        "runs": [],
     }
-    out["decode"] = decode_only(slide, args.workers)
-    d = out["decode"]
-    print(
-        f"(a) decode only: {d['tissue_mm2']:.1f} mm² tissue, {d['tiles']} tiles in "
-        f"{d['seconds']:.1f} s -> {d['mm2_per_s']:.3f} mm²/s",
-        flush=True,
-    )
-    if not args.skip_detect:
-        out["detect"] = detect_end_to_end(slide, args.workers, args.detect_args.split())
-        e = out["detect"]
+    for slide, desc, short in build_slides(args):
+        run: dict = {"slide": desc, "slide_short": short, "slide_file": slide.name}
+        run["decode"] = d = decode_only(slide, args.workers)
         print(
-            f"(b) detect end to end: {e['seconds']:.1f} s -> {e['mm2_per_s']:.4f} mm²/s "
-            f"(exit {e['exit_code']}, peak RSS {e['peak_tree_rss_bytes'] / 2**30:.2f} GiB, "
-            f"{e['summary']})",
+            f"[{short}] (a) decode only: {d['tissue_mm2']:.1f} mm² tissue, {d['tiles']} tiles in "
+            f"{d['seconds']:.1f} s -> {d['mm2_per_s']:.3f} mm²/s",
             flush=True,
         )
-    if args.stages:
-        st = out["stages"] = stage_split(slide, args.stages)
-        print(f"stages on {st['tiles']} tiles: {json.dumps(st, indent=1)}", flush=True)
+        if not args.skip_detect:
+            run["detect"] = e = detect_end_to_end(slide, args.workers, args.detect_args.split())
+            print(
+                f"[{short}] (b) detect end to end: {e['seconds']:.1f} s -> {e['mm2_per_s']:.4f} "
+                f"mm²/s (exit {e['exit_code']}, peak RSS {e['peak_tree_rss_bytes'] / 2**30:.2f} "
+                f"GiB, {e['summary']})",
+                flush=True,
+            )
+        if args.stages:
+            st = run["stages"] = stage_split(slide, args.stages)
+            print(f"stages on {st['tiles']} tiles: {json.dumps(st, indent=1)}", flush=True)
+        out["runs"].append(run)
     s = out["sam"] = None if args.skip_sam else sam_cost(args.sam_json)
     if s:
         print(
@@ -428,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     out["load_average_end"] = common.load_avg()
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str))
-    print_table(out)
+    for r in out["runs"]:
+        print_table({**out, **r})
+    print_sweep(out)
     return 0
 
 

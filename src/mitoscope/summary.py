@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InvalidInputError, NoTissueError
-from .types import Hotspot, SlideResult
+from .types import DetectStats, Hotspot, SlideResult
 
 
 def _hotspot(h: Hotspot | None) -> dict[str, Any] | None:
@@ -25,6 +25,22 @@ def _hotspot(h: Hotspot | None) -> dict[str, Any] | None:
     if h.note:
         d["note"] = h.note
     return d
+
+
+def timing_dict(stats: DetectStats) -> dict[str, Any]:
+    """``timing_s`` of the summary: the wall seconds of the run's phases (``tissue_s``: tissue
+    detection and the tile plan; ``tiles_s``: the tile loop; ``count_s``: merging, counts and
+    hotspots; ``write_s``: the output files, report and database rows), the number of tile
+    ``workers``, and the per-tile stages (``read_s``, ``propose_s``, ``screen_s``,
+    ``classify_s``, ``contours_s``) summed over tiles (``stages_s``: over all worker
+    processes, so up to ``workers`` x ``tiles_s``) and their mean per tile (``per_tile_s``)."""
+    n = max(1, int(stats.n_tiles))
+    return {
+        **stats.timing,
+        "workers": int(stats.workers),
+        "stages_s": dict(stats.stage_s),
+        "per_tile_s": {k: round(v / n, 5) for k, v in stats.stage_s.items()},
+    }
 
 
 def summary_dict(result: SlideResult) -> dict[str, Any]:
@@ -51,7 +67,7 @@ def summary_dict(result: SlideResult) -> dict[str, Any]:
         "model": result.model,
         "proposer": result.proposer,
         "seconds": round(result.seconds, 3),
-        "timing_s": dict(stats.timing),
+        "timing_s": timing_dict(stats),
         "threshold": result.threshold,
         "atypical_threshold": counts.atypical_threshold,
         "floor": stats.floor,
@@ -74,4 +90,4 @@ def summary_no_tissue(summary: dict[str, Any]) -> bool:
     return NoTissueError.NOTE in (summary.get("notes") or [])
 
 
-__all__ = ["summary_dict", "summary_no_tissue"]
+__all__ = ["summary_dict", "summary_no_tissue", "timing_dict"]

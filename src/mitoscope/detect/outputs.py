@@ -171,10 +171,12 @@ def write_outputs(
     """
     import contextlib
     import json
+    import time
 
     from ..io import write_detections_csv, write_midog_json, write_qupath_geojson
     from ..io.atomic import atomic_path
 
+    t0 = time.perf_counter()
     out = check_out_dir(out_dir)
     res = run.result
     dets = res.detections
@@ -190,7 +192,6 @@ def write_outputs(
         floor = 0.0 if res.stats is None else float(res.stats.floor)
         write_midog_json(tmp[".midog.json"], dets, mpp=mpp, threshold=res.threshold, floor=floor)
         write_detections_csv(tmp[".csv"], dets, mpp=mpp, threshold=res.threshold)
-        tmp[".summary.json"].write_text(json.dumps(summary_dict(res), indent=2) + "\n")
         if config.report:
             from ..report import render_report
 
@@ -200,6 +201,9 @@ def write_outputs(
             tmp[".report.html"].write_text(html, encoding="utf-8")
         if db is not None:
             add_to_database(db, res)
+        if res.stats is not None:  # the other outputs' time (the summary is written last)
+            res.stats.timing["write_s"] = round(time.perf_counter() - t0, 3)
+        tmp[".summary.json"].write_text(json.dumps(summary_dict(res), indent=2) + "\n")
     return paths
 
 

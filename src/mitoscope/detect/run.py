@@ -72,7 +72,8 @@ def detect_slide(
     db : SlideRunnerDB, optional
         Append the slide and its mitoses to this database (with ``out_dir``).
     progress : bool
-        Show a progress bar over tiles (stderr).
+        Show a progress bar (stderr) in mm² of tissue done, with the tiles done, the speed
+        (mm²/s) and the time left.
     mpp : float, optional
         Level-0 pixel size override (um/px), for files without one.
     stem : str, optional
@@ -169,11 +170,14 @@ def run_slide(
     screen: Any = None,
 ) -> SlideRun:
     """Detect and count on an open slide with resolved stages (no outputs)."""
+    from functools import partial
+
     from ..candidates.merge import merge_detections
     from ..slide.tiling import plan_tiles
     from ..slide.tissue import tissue_for_detection
     from .parallel import limited_torch_threads, main_threads
     from .tiles import (
+        TILE_STAGES,
         Batcher,
         DetectionParams,
         Scoring,
@@ -215,51 +219,51 @@ def run_slide(
     )
     scoring = Scoring(params=params, threshold=threshold, batch_size=int(cfg.batch_size))
     n = {"proposed": 0, "candidates": 0, "screened_out": 0}
-    timing = {"tissue_s": time.perf_counter() - t0, "propose_s": 0.0, "classify_s": 0.0}
+    t_tiles = time.perf_counter()
+    timing = {"tissue_s": t_tiles - t0}  # wall clock of the run's phases
+    stages = dict.fromkeys(TILE_STAGES, 0.0)  # per-tile stages, summed over tiles and processes
     parts: list[Detections] = []
     batcher = Batcher(classifier, batch_size=int(cfg.batch_size), threshold=threshold)
 
-    def emit(items: list) -> None:
+    def emit(scoring_call: Any) -> None:
+        t = time.perf_counter()
+        items = scoring_call()
+        t_scored = time.perf_counter()
         for work, mf, atyp in items:
             d = tile_detections(work, mf, atyp, **vars(params))
             if len(d):
                 parts.append(d)
+        stages["classify_s"] += t_scored - t
+        stages["contours_s"] += time.perf_counter() - t_scored
 
-    bar = None
-    if progress and tiles:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tiles), desc=info.path.name, unit="tile", leave=False)
+    bar = TissueProgress(info.path.name, tiles, tissue_area) if progress and tiles else None
     threads = limited_torch_threads(main_threads(workers)) if workers > 1 else None
     with threads or contextlib.nullcontext():
         try:
-            t_wait = time.perf_counter()
             for work in iter_tiles(
                 reader, tiles, proposer=proposer, work_mpp=work_mpp, workers=workers,
                 propose_mpp=propose_mpp, screen=screen,
                 classifier=classifier if in_workers else None, scoring=scoring,
             ):  # fmt: skip
-                t_got = time.perf_counter()
-                timing["propose_s"] += t_got - t_wait
                 n["proposed"] += work.n_proposed
                 n["screened_out"] += work.n_screened_out
+                for k, v in work.timing.items():
+                    stages[k] = stages.get(k, 0.0) + v
                 if work.detections is not None:  # classified in a worker
                     n["candidates"] += work.n_classified
                     if len(work.detections):
                         parts.append(work.detections)
                 elif len(work.candidates):
                     n["candidates"] += len(work.candidates)
-                    emit(batcher.add(work))
+                    emit(partial(batcher.add, work))
                 if bar is not None:
-                    bar.update(1)
-                t_wait = time.perf_counter()
-                timing["classify_s"] += t_wait - t_got
-            t_got = time.perf_counter()
-            emit(batcher.flush())
-            timing["classify_s"] += time.perf_counter() - t_got
+                    bar.tile_done(work.tile)
+            emit(batcher.flush)
         finally:
             if bar is not None:
                 bar.close()
+    t_count = time.perf_counter()
+    timing["tiles_s"] = t_count - t_tiles
     dets = merge_detections(Detections.cat(parts), mpp=info.mpp, radius_um=cfg.merge_radius_um)
     if not no_tissue and len(dets):
         # tiles overlap the glass around tissue: objects there (debris, dust) are not counted
@@ -272,7 +276,7 @@ def run_slide(
         has_atypical=bool(getattr(classifier, "has_atypical", True)),
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    timing["count_s"] = seconds - sum(timing.values())
+    timing["count_s"] = seconds - (t_count - t0)
     stats = DetectStats(
         n_candidates=int(n["candidates"]),
         n_proposed=int(n["proposed"]),
@@ -287,6 +291,8 @@ def run_slide(
         overlap_um=cfg.overlap_um,
         notes=notes,
         timing={k: round(v, 3) for k, v in timing.items()},
+        stage_s={k: round(v, 4) for k, v in stages.items()},
+        workers=workers,
         no_tissue=no_tissue,
     )
     result = SlideResult(
@@ -303,6 +309,41 @@ def run_slide(
         stats=stats,
     )
     return SlideRun(result=result, tissue=tissue)
+
+
+class TissueProgress:
+    """A progress bar (stderr, tqdm) in mm² of tissue: done / total, tiles done, mm²/s, time
+    left. Each tile counts for its core's share of the tissue (the tiling plan's
+    ``tissue_fraction`` x core area), scaled so the tiles add up to the slide's tissue area."""
+
+    def __init__(self, name: str, tiles: list[Tile], tissue_mm2: float) -> None:
+        from tqdm import tqdm
+
+        w = np.array([t.tissue_fraction * t.core.width * t.core.height for t in tiles], float)
+        if not w.sum() > 0:
+            w = np.ones(len(tiles))
+        total = max(float(tissue_mm2), 0.0)
+        self.share = dict(zip((t.index for t in tiles), w / w.sum() * total, strict=True))
+        self.n_tiles, self.done = len(tiles), 0
+        self.bar = tqdm(
+            total=round(total, 3),
+            desc=name,
+            unit="mm²",
+            leave=False,
+            bar_format=(
+                "{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} mm² tissue "
+                "[{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
+            ),
+        )
+        self.bar.set_postfix_str(f"0/{self.n_tiles} tiles", refresh=False)
+
+    def tile_done(self, tile: Tile) -> None:
+        self.done += 1
+        self.bar.set_postfix_str(f"{self.done}/{self.n_tiles} tiles", refresh=False)
+        self.bar.update(float(self.share.get(tile.index, 0.0)))
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def count_slide(
@@ -339,4 +380,4 @@ def count_slide(
     return counts, hot2, hot10
 
 
-__all__ = ["SlideRun", "count_slide", "detect_slide", "run_slide"]
+__all__ = ["SlideRun", "TissueProgress", "count_slide", "detect_slide", "run_slide"]

@@ -10,8 +10,9 @@ at a time, when the classifier can travel to them (a CPU
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -22,6 +23,11 @@ from ..types import Candidates, Detections, Tile
 
 if TYPE_CHECKING:
     from ..slide.reader import SlideReader
+
+#: The per-tile stages timed in :attr:`TileWork.timing` (seconds, in the process that ran them):
+#: reading at the work pixel size, proposal (with its downsampling), the cascade screen,
+#: classification (patch cutting and the network) and contour tracing.
+TILE_STAGES = ("read_s", "propose_s", "screen_s", "classify_s", "contours_s")
 
 
 class CandidateClassifier(Protocol):
@@ -57,6 +63,8 @@ class TileWork:
     #: image and candidates are then dropped; ``n_classified`` keeps their number)
     detections: Detections | None = None
     n_classified: int = 0
+    #: seconds of each stage of :data:`TILE_STAGES` run for this tile so far
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,9 +108,11 @@ def process_tile(
     turned into the tile's detections here too, and the image and candidates are dropped, so
     only the detections travel back.
     """
+    timing: dict[str, float] = dict.fromkeys(TILE_STAGES, 0.0)
     image, small, fx, fy, cands, n = propose_tile(
-        reader, tile, proposer=proposer, work_mpp=work_mpp, propose_mpp=propose_mpp
+        reader, tile, proposer=proposer, work_mpp=work_mpp, propose_mpp=propose_mpp, timing=timing
     )
+    t0 = perf_counter()
     dropped = 0
     if screen is not None and len(cands):
         from ..classify.patches import extract_patches
@@ -115,14 +125,23 @@ def process_tile(
         cands = cands.filter(keep)
     if (fx, fy) != (1.0, 1.0) and len(cands):
         cands = upscale_candidates(cands, fx, fy, image.shape[:2])
-    work = TileWork(tile=tile, image=image, candidates=cands, n_proposed=n, n_screened_out=dropped)
+    timing["screen_s"] += perf_counter() - t0
+    work = TileWork(
+        tile=tile, image=image, candidates=cands, n_proposed=n, n_screened_out=dropped,
+        timing=timing,
+    )  # fmt: skip
     if classifier is None or scoring is None:
         return work
     dets, n_classified = Detections.empty(), len(cands)
     if len(cands):
+        t0 = perf_counter()
         batcher = Batcher(classifier, batch_size=scoring.batch_size, threshold=scoring.threshold)
-        for w, mf, atyp in batcher.add(work) + batcher.flush():
+        scored = batcher.add(work) + batcher.flush()
+        t1 = perf_counter()
+        for w, mf, atyp in scored:
             dets = tile_detections(w, mf, atyp, **vars(scoring.params))
+        timing["classify_s"] += t1 - t0
+        timing["contours_s"] += perf_counter() - t1
     work.detections, work.n_classified = dets, n_classified
     work.image, work.candidates = np.zeros((0, 0, 3), np.uint8), Candidates.empty()
     return work
@@ -340,6 +359,7 @@ def iter_tiles(
 
 
 __all__ = [
+    "TILE_STAGES",
     "Batcher",
     "CandidateClassifier",
     "DetectionParams",
