@@ -242,3 +242,68 @@ def test_two_reviewers_at_once_in_two_browser_contexts(tmp_path: Path) -> None:
     assert rows[-1] == ("alice", "Atypical mitotic figure", equivocal)
     assert ("bob", "Equivocal", equivocal) in rows
     assert sum(r[2] == equivocal for r in rows) == 2
+
+
+def test_token_xss_and_traversal_attempts_in_chromium(tmp_path: Path) -> None:
+    """In the browser, with the page's own CSP: no token -> 401; the ?token= link once, then
+    the cookie; script in a slide name and a reviewer name is shown as text and never runs;
+    traversal URLs fetched by the page's context get 404."""
+    sync_api, exe = _browser_or_skip()
+    evil_slide = "<img src=x onerror=alert(1)><script>alert(1)<b>.png"  # no "/" in a file name
+    evil_name = "<img src=y onerror=alert(2)>"
+    run, slides = make_run(tmp_path, slide_name=evil_slide, size=600)
+    secret = "s3cret-token"
+    with _server(run, slides, "--token", secret) as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=ARGS)
+        try:
+            ctx = browser.new_context(viewport={"width": 1000, "height": 700})
+            ctx.set_default_timeout(60000)
+            page = ctx.new_page()
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            assert page.goto(base).status == 401
+            assert page.goto(base + "static/review.js").status == 401
+            assert page.goto(base + "?token=wrong-token").status == 401
+            assert page.goto(base + f"?token={secret}", wait_until="domcontentloaded").status == 200
+            # from now on the HttpOnly cookie carries it (a URL without the token works)
+            assert page.goto(base + "#slide", wait_until="domcontentloaded").status == 200
+            assert page.evaluate("document.cookie") == ""  # not readable by scripts
+            page.fill("#reviewer", evil_name)
+            page.press("#reviewer", "Enter")
+            page.wait_for_selector("body[data-ready='1']", timeout=15000)
+            page.wait_for_function("document.getElementById('item-id').textContent !== ''")
+            assert page.text_content("#item-slide") == evil_slide  # shown as text
+            assert page.locator("#item-slide *").count() == 0  # no element made of it
+            first = _current(page)
+            page.keyboard.press("n")
+            page.wait_for_function(_MOVED, arg=[first], timeout=15000)
+            page.goto(
+                base + "#slide", wait_until="domcontentloaded"
+            )  # back to the answered item's history via the API
+            shown = page.evaluate(
+                f"fetch('api/item/{first}').then(r => r.json()).then(b => b.answers[0].reviewer)"
+            )
+            assert shown == evil_name
+            assert page.locator("img[src='x'], img[src='y']").count() == 0
+            for url in (
+                "slides/..%2F..%2Fetc%2Fpasswd.dzi",
+                "slides/%2e%2e%2f%2e%2e%2fetc%2fpasswd.dzi",
+                "slides/1_files/9/..%2F..%2F0_0.jpeg",
+                "static/..%2Fstore.py",
+                "static/%2e%2e/store.py",
+            ):
+                r = page.request.get(base + url)
+                assert r.status in (404, 422), url
+                assert b"import" not in r.body() and b"root:" not in r.body()
+            # another browser (no cookie) is refused everything, tiles and API included
+            other = browser.new_context().new_page()
+            for url in ("", "api/queues", "slides/1.dzi", "static/openseadragon.min.js"):
+                assert other.goto(base + url).status == 401, url
+            page.wait_for_timeout(300)
+            assert not dialogs, dialogs  # no script ran
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert [r[:2] for r in _rows(run / "mitoscope.sqlite")] == [(evil_name, "Non-mitotic figure")]
