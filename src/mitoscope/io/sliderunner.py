@@ -466,12 +466,64 @@ class SlideRunnerDB:
                 x = int(round(float(detections.x_px[i])))
                 y = int(round(float(detections.y_px[i])))
                 rows.append((cname, x, y, desc))
+        classes = (CLASS_MF, CLASS_AMF) + ((CLASS_NON_MF,) if include_negatives else ())
+        return self._write_slide(filename, width, height, directory, rows, classes)
+
+    def add_labels(
+        self,
+        filename: str,
+        *,
+        width: int,
+        height: int,
+        directory: str = "",
+        classes: Any,
+        x_px: Any,
+        y_px: Any,
+        descriptions: Any = None,
+        colors: dict[str, str] | None = None,
+    ) -> int:
+        """Add (or update) a slide and replace this writer's annotations on it by labels.
+
+        One spot annotation per label at ``x_px, y_px`` (level-0 px) with class name
+        ``classes[i]`` (created when missing, coloured from ``colors``) and ``descriptions[i]``;
+        labelled by this writer's person, like :meth:`add_slide`. Returns the slide uid.
+        """
+        filename = str(filename)
+        if not filename:
+            raise InvalidInputError("SlideRunnerDB.add_labels needs a slide file name")
+        names = [str(c) for c in classes]
+        desc = [""] * len(names) if descriptions is None else [str(d) for d in descriptions]
+        xs, ys = np.asarray(x_px, dtype=np.float64), np.asarray(y_px, dtype=np.float64)
+        if not (len(names) == len(desc) == len(xs) == len(ys)):
+            raise InvalidInputError(
+                "add_labels: classes, positions and descriptions differ in length"
+            )
+        rows = [
+            (c, int(round(float(x))), int(round(float(y))), d)
+            for c, x, y, d in zip(names, xs, ys, desc, strict=True)
+        ]
+        return self._write_slide(
+            filename, width, height, directory, rows, tuple(dict.fromkeys(names)), colors
+        )
+
+    def _write_slide(
+        self,
+        filename: str,
+        width: int,
+        height: int,
+        directory: str,
+        rows: list[tuple[str, int, int, str]],
+        classes: tuple[str, ...],
+        colors: dict[str, str] | None = None,
+    ) -> int:
+        """One transaction: the slide (found by name or added), this writer's old annotations on
+        it removed, ``rows`` of ``(class name, x, y, description)`` inserted."""
         now = time.time()
         try:
             with self._transaction():  # all or nothing
                 class_uids = {
-                    c: self._get_or_create("Classes", c, CLASS_COLORS.get(c))
-                    for c in (CLASS_MF, CLASS_AMF) + ((CLASS_NON_MF,) if include_negatives else ())
+                    c: self._get_or_create("Classes", c, {**CLASS_COLORS, **(colors or {})}.get(c))
+                    for c in classes
                 }
                 row = self._con.execute(
                     "SELECT uid FROM Slides WHERE filename = ? ORDER BY uid LIMIT 1", (filename,)
