@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "classify",
     "review",
     "curate",
+    "curate_transfer",
 ]
 
 app = typer.Typer(
