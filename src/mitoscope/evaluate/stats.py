@@ -42,40 +42,49 @@ def bootstrap_ci(
 ) -> ConfidenceInterval:
     """Percentile bootstrap CI of a pooled metric, resampling **images** with replacement.
 
-    Each replicate draws ``len(per_image)`` images, pools their TP/FP/FN and recomputes
-    ``metric`` (``"f1"``, ``"precision"`` or ``"recall"``).
+    :func:`scipy.stats.bootstrap` (``method="percentile"``) over the image indices: each
+    replicate draws ``len(per_image)`` images, pools their TP/FP/FN and recomputes ``metric``
+    (``"f1"``, ``"precision"`` or ``"recall"``). One image gives a zero-width interval.
 
     >>> c = [Counts(5, 1, 1), Counts(3, 2, 0), Counts(4, 0, 2)]
     >>> ci = bootstrap_ci(c, n_boot=200, rng=1)
     >>> ci.low <= ci.estimate <= ci.high
     True
     """
+    from scipy.stats import bootstrap
+
     if metric not in ("f1", "precision", "recall"):
         raise InvalidInputError(f"metric must be f1, precision or recall, got {metric!r}")
     if not 0 < level < 1:
         raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
     if len(per_image) == 0:
         raise InvalidInputError("bootstrap needs at least one image")
+    est = float(getattr(Counts.total(per_image), metric))
+    if len(per_image) == 1:
+        return ConfidenceInterval(est, est, est, float(level), int(n_boot))
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     arr = np.array([[c.tp, c.fp, c.fn] for c in per_image], dtype=np.float64)
-    n = len(arr)
-    idx = gen.integers(0, n, size=(int(n_boot), n))
-    sums = arr[idx].sum(axis=1)  # (n_boot, 3)
-    tp, fp, fn = sums[:, 0], sums[:, 1], sums[:, 2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if metric == "f1":
-            d = 2 * tp + fp + fn
-            vals = np.where(d > 0, 2 * tp / np.where(d > 0, d, 1), 1.0)
-        elif metric == "precision":
-            d = tp + fp
-            vals = np.where(d > 0, tp / np.where(d > 0, d, 1), 0.0)
-        else:
-            d = tp + fn
-            vals = np.where(d > 0, tp / np.where(d > 0, d, 1), 0.0)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(vals, [alpha, 1 - alpha])
-    est = getattr(Counts.total(per_image), metric)
-    return ConfidenceInterval(float(est), float(lo), float(hi), float(level), int(n_boot))
+
+    def pooled(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        sums = arr[np.moveaxis(idx, axis, -1).astype(np.int64)].sum(axis=-2)  # (..., 3)
+        tp, fp, fn = sums[..., 0], sums[..., 1], sums[..., 2]
+        d, empty = {"f1": (2 * tp + fp + fn, 1.0), "precision": (tp + fp, 0.0)}.get(
+            metric, (tp + fn, 0.0)
+        )
+        num = 2 * tp if metric == "f1" else tp
+        return np.where(d > 0, num / np.where(d > 0, d, 1), empty)
+
+    res = bootstrap(
+        (np.arange(len(arr)),),
+        pooled,
+        n_resamples=int(n_boot),
+        confidence_level=float(level),
+        method="percentile",
+        vectorized=True,
+        random_state=gen,
+    )
+    lo, hi = res.confidence_interval
+    return ConfidenceInterval(est, float(lo), float(hi), float(level), int(n_boot))
 
 
 @dataclass(frozen=True)
@@ -212,55 +221,54 @@ def _binary(y: object, name: str) -> np.ndarray:
 
 
 def balanced_accuracy(y_true: object, y_pred: object) -> float:
-    """Mean of sensitivity and specificity (atypical = positive class).
+    """Mean of sensitivity and specificity (atypical = positive class), by
+    :func:`sklearn.metrics.balanced_accuracy_score`; with one class present, its recall.
 
     >>> balanced_accuracy([1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 1])
     0.625
     """
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
     t = _binary(y_true, "y_true")
     p = _binary(y_pred, "y_pred")
     if len(t) != len(p):
         raise InvalidInputError(f"y_true has {len(t)} labels but y_pred {len(p)}")
-    recalls = []
-    for cls in (True, False):
-        m = t == cls
-        if m.any():
-            recalls.append(float((p[m] == cls).mean()))
-    if not recalls:
+    if len(t) == 0:
         raise InvalidInputError("balanced accuracy needs at least one label")
-    return float(np.mean(recalls))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one class in y_true: its recall, as documented
+        return float(balanced_accuracy_score(t, p))
 
 
 def roc_auc(y_true: object, score: object) -> float:
-    """Area under the ROC curve via the Mann-Whitney rank statistic (ties count one half).
+    """Area under the ROC curve (:func:`sklearn.metrics.roc_auc_score`; ties count one half).
 
     >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
     """
-    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
 
     t = _binary(y_true, "y_true")
     s = np.asarray(score, dtype=np.float64).reshape(-1)
     if len(t) != len(s):
         raise InvalidInputError(f"y_true has {len(t)} labels but score {len(s)}")
-    n_pos, n_neg = int(t.sum()), int((~t).sum())
-    if n_pos == 0 or n_neg == 0:
+    if t.all() or not t.any():
         raise InvalidInputError("ROC AUC needs both atypical and normal examples")
-    ranks = rankdata(s)  # average ranks for ties
-    u = ranks[t].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(t, s))
 
 
 def roc_curve(y_true: object, score: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False-positive rate, true-positive rate and thresholds (descending), starting at (0, 0)."""
+    """False-positive rate, true-positive rate and thresholds (descending), starting at (0, 0)
+    (:func:`sklearn.metrics.roc_curve` with every threshold kept)."""
+    import warnings
+
+    from sklearn.metrics import roc_curve as _roc_curve
+
     t = _binary(y_true, "y_true")
     s = np.asarray(score, dtype=np.float64).reshape(-1)
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    distinct = np.flatnonzero(np.diff(s)) if len(s) > 1 else np.zeros(0, dtype=np.int64)
-    idx = np.r_[distinct, len(s) - 1]
-    tps = np.cumsum(t)[idx]
-    fps = np.cumsum(~t)[idx]
-    tpr = np.r_[0.0, tps / max(int(t.sum()), 1)]
-    fpr = np.r_[0.0, fps / max(int((~t).sum()), 1)]
-    return fpr, tpr, np.r_[np.inf, s[idx]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one class only: that axis is NaN, as sklearn says
+        fpr, tpr, thr = _roc_curve(t, s, drop_intermediate=False)
+    return np.nan_to_num(fpr), np.nan_to_num(tpr), thr
