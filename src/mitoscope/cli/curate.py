@@ -70,8 +70,12 @@ def masks(
     ),
     progress: bool = typer.Option(False, "--progress", help="Show a progress bar."),
 ) -> None:
-    """One nucleus mask per label (SAM box prompts or the classical proposer); failing masks
-    are flagged for review."""
+    """One nucleus mask per label (SAM box prompts or classical); failures are flagged.
+
+    Labels of any format (points, boxes, circles, polygons) in level-0 pixels. Accepted masks
+    become polygons; labels whose mask fails the quality checks twice are written as points,
+    flagged with the reason, and queued for `mitoscope review` in the --sqlite database.
+    """
     from ..curate.masks import (
         MaskConfig,
         check_outputs,

@@ -145,21 +145,30 @@ class _SamPrompter:
         import torch
         from segment_anything.utils.amg import calculate_stability_score
 
-        pts = lbl = None
+        pred = self.predictor
+        dev = pred.device
+        coords = labels = None
         if point is not None:
-            pts = np.array([point], dtype=np.float32)
-            lbl = np.array([1])
+            xy = pred.transform.apply_coords(
+                np.array([point], dtype=np.float32), pred.original_size
+            )
+            coords = torch.as_tensor(xy, dtype=torch.float, device=dev)[None]
+            labels = torch.ones((1, 1), dtype=torch.int, device=dev)
+        b = pred.transform.apply_boxes(np.asarray(box, dtype=np.float32)[None], pred.original_size)
         with torch.inference_mode(), self._ctx():
-            logits, iou, _ = self.predictor.predict(
-                point_coords=pts,
-                point_labels=lbl,
-                box=np.asarray(box, dtype=np.float32),
+            logits_t, iou_t, _ = pred.predict_torch(
+                coords,
+                labels,
+                torch.as_tensor(b, dtype=torch.float, device=dev),
+                None,
                 multimask_output=True,
                 return_logits=True,
             )
-        logits_t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
+        logits_t = logits_t[0].float().cpu()  # float32 (bfloat16 under CPU autocast)
+        iou = iou_t[0].float().cpu().numpy()
         thr = float(self.model.mask_threshold)
         stab = calculate_stability_score(logits_t, thr, 1.0).float().numpy()
+        logits = logits_t.numpy()
         k = int(np.argmax(iou))
         return np.asarray(logits[k]) > thr, float(iou[k]), float(stab[k])
 
