@@ -120,7 +120,7 @@ class Detector:
             for s in range(0, len(tiles), max(1, int(self.batch_size))):
                 part = tiles[s : s + max(1, int(self.batch_size))]
                 batch = [
-                    torch.from_numpy(np.ascontiguousarray(work[y0:y1, x0:x1]))
+                    torch.from_numpy(np.array(work[y0:y1, x0:x1]))  # a writable copy
                     .permute(2, 0, 1)
                     .to(self.device, torch.float32)
                     .div_(255.0)
