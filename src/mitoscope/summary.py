@@ -65,6 +65,8 @@ def summary_dict(result: SlideResult) -> dict[str, Any]:
         "atypical_ratio": counts.atypical_ratio,
         "n_atypical": counts.n_atypical,
         "model": result.model,
+        # the dedicated atypical model, when it (not the model's own head) made the calls
+        **({"atypical_model": result.atypical_model} if result.atypical_model else {}),
         "proposer": result.proposer,
         "seconds": round(result.seconds, 3),
         "timing_s": timing_dict(stats),

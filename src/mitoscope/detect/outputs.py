@@ -186,12 +186,16 @@ def write_outputs(
     paths = {s: out / f"{stem}{s}" for s in suffixes}
     with contextlib.ExitStack() as stack:
         tmp = {s: stack.enter_context(atomic_path(p)) for s, p in paths.items()}
+        at_model = res.atypical_model or None  # a dedicated atypical model, named
         write_qupath_geojson(
-            tmp[".geojson"], dets, threshold=res.threshold, atypical_threshold=atyp_thr, mpp=mpp
-        )
+            tmp[".geojson"], dets, threshold=res.threshold, atypical_threshold=atyp_thr, mpp=mpp,
+            atypical_model=at_model,
+        )  # fmt: skip
         floor = 0.0 if res.stats is None else float(res.stats.floor)
         write_midog_json(tmp[".midog.json"], dets, mpp=mpp, threshold=res.threshold, floor=floor)
-        write_detections_csv(tmp[".csv"], dets, mpp=mpp, threshold=res.threshold)
+        write_detections_csv(
+            tmp[".csv"], dets, mpp=mpp, threshold=res.threshold, atypical_model=at_model
+        )
         if config.report:
             from ..report import render_report
 

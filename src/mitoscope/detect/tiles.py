@@ -198,8 +198,10 @@ def tile_detections(
 
 # ------------------------------------------------------------------------------ classification
 def tta_kwargs(classifier: Any, threshold: float) -> dict[str, Any]:
-    """Atypical test-time augmentation only for mitoses (classifiers that have it)."""
-    if int(getattr(classifier, "atypical_views", 1) or 1) > 1:
+    """Atypical test-time augmentation, or a dedicated atypical model
+    (:class:`~mitoscope.classify.atypical.WithAtypicalModel`), only for mitoses."""
+    views = int(getattr(classifier, "atypical_views", 1) or 1)
+    if views > 1 or getattr(classifier, "atypical_model", None) is not None:
         return {"atypical_min_mf": float(threshold)}
     return {}
 
@@ -234,12 +236,10 @@ class Batcher:
         from ..classify.patches import extract_patches
 
         uses_mask = bool(getattr(self.classifier, "uses_mask", True))
+        # a dedicated atypical model may need a larger field than the classifier's patch
+        size = getattr(self.classifier, "cut_size_px", None) or self.classifier.patch_size_px
         patches, masks = extract_patches(
-            work.image,
-            c.x_px,
-            c.y_px,
-            int(self.classifier.patch_size_px),
-            candidates=c if uses_mask else None,
+            work.image, c.x_px, c.y_px, int(size), candidates=c if uses_mask else None
         )
         work.image = np.zeros((0, 0, 3), np.uint8)  # release the tile image
         self._items.append((work, patches, masks))
@@ -270,10 +270,12 @@ def classify_in_workers(classifier: Any, workers: int) -> bool:
     """Score candidates in the tile workers: a CPU :class:`~mitoscope.classify.Classifier`
     (picklable; ONNX Runtime sessions are rebuilt there with one thread each). Custom
     classifiers and CUDA ones score in the main process."""
+    from ..classify.atypical import WithAtypicalModel
     from ..classify.classifier import Classifier
 
-    dev = getattr(classifier, "device", None)
-    return workers > 1 and isinstance(classifier, Classifier) and getattr(dev, "type", "") == "cpu"
+    base = classifier.base if isinstance(classifier, WithAtypicalModel) else classifier
+    dev = getattr(base, "device", None)
+    return workers > 1 and isinstance(base, Classifier) and getattr(dev, "type", "") == "cpu"
 
 
 def for_workers(model: Any) -> Any:
