@@ -87,7 +87,7 @@ def rescan(
 
 
 def phh3(
-    he: Path = typer.Argument(..., help="The H&E slide to label."),
+    he: Path = typer.Argument(..., metavar="HE", help="The H&E slide to label."),
     phh3_slide: Path = typer.Argument(..., metavar="PHH3", help="The pHH3 re-stain of it."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (created)."),
     he_mpp: float = typer.Option(None, "--he-mpp", help="Pixel size of HE (um/px) if not in it."),

@@ -188,8 +188,8 @@ def match_images(
         cls,
         min_samples=min_samples,
         residual_threshold=float(residual_px),
-        max_trials=3000,
-        stop_probability=0.9999,
+        max_trials=1000,
+        stop_probability=0.999,
         rng=int(seed),
     )
     n_in = 0 if inliers is None else int(inliers.sum())

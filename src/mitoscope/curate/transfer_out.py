@@ -69,6 +69,15 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _stem(name: str) -> str:
+    """The file stem the review app looks for (``<stem>.geojson``), ``.ome.tiff`` included."""
+    base = Path(name).name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return Path(base).stem or base
+
+
 def _description(lab: OutLabel) -> str:
     parts = []
     for k, v in lab.measurements.items():
@@ -115,7 +124,7 @@ def write_transfer_outputs(
     info = target.info
     out_dir = check_out_dir(out)
     out_dir.mkdir(exist_ok=True)
-    stem = info.path.name.rsplit(".", 1)[0] if "." in info.path.name else info.path.name
+    stem = _stem(info.path.name)
     paths = {
         "database": out_dir / "mitoscope.sqlite",
         "geojson": out_dir / f"{stem}.geojson",
