@@ -183,8 +183,16 @@ def ordered_map(
         ) from exc
 
 
+def band_map(fn: Callable[..., Any], items: Iterable[Any], *, workers: int) -> Iterator[Any]:
+    """``fn(item)`` for every item in ``workers`` fresh processes (one thread each), in order:
+    the map a reader's banded thumbnail pass runs on
+    (:attr:`~mitoscope.slide.reader.SlideReader.band_map`)."""
+    return ordered_map(fn, items, workers=workers, initializer=cap_threads, initargs=(1,))
+
+
 __all__ = [
     "MAX_AUTO_WORKERS",
+    "band_map",
     "cap_threads",
     "limited_torch_threads",
     "main_threads",

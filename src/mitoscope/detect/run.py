@@ -175,7 +175,7 @@ def run_slide(
     from ..candidates.merge import merge_detections
     from ..slide.tiling import plan_tiles
     from ..slide.tissue import tissue_for_detection
-    from .parallel import limited_torch_threads, main_threads
+    from .parallel import band_map, limited_torch_threads, main_threads
     from .tiles import (
         TILE_STAGES,
         Batcher,
@@ -198,9 +198,14 @@ def run_slide(
     )
     floor = min(float(cfg.floor), threshold)
 
-    tissue, tissue_area, notes = tissue_for_detection(
-        reader, tile_um=cfg.tile_um, thumb_mpp=cfg.thumb_mpp
-    )
+    if workers > 1:  # a big single-level slide's banded tissue pass runs in the workers too
+        reader.band_map = (partial(band_map, workers=workers), workers)
+    try:
+        tissue, tissue_area, notes = tissue_for_detection(
+            reader, tile_um=cfg.tile_um, thumb_mpp=cfg.thumb_mpp
+        )
+    finally:
+        reader.band_map = None
     no_tissue = not tissue.mask.any()
     tiles: list[Tile] = []
     if no_tissue:

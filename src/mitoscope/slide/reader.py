@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ ANTIALIAS_BELOW = 0.75
 
 #: a thumbnail's source level larger than this (bytes of RGB) is read in bands of rows
 THUMBNAIL_READ_BYTES = 256 * 1024 * 1024
+#: ... in bands of at most this many bytes of RGB (in each process of a parallel pass) ...
+THUMBNAIL_BAND_BYTES = 64 * 1024 * 1024
 #: ... and then shrunk once to this size (longer side) and kept for later thumbnails
 BANDED_THUMBNAIL_PX = 2048
 
@@ -43,6 +46,10 @@ class SlideReader(ABC):
     """Common interface of all slide backends (use as a context manager)."""
 
     info: SlideInfo
+    #: ``(map, workers)``: run the banded pass over a big single level (see
+    #: :meth:`get_thumbnail`) in ``workers`` processes, ``map(fn, items)`` yielding
+    #: ``fn(item)`` in order (detection sets its worker pool here for its tissue pass)
+    band_map: tuple[Callable[..., Any], int] | None = None
 
     @abstractmethod
     def _read(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
@@ -191,37 +198,65 @@ class SlideReader(ABC):
         return self._thumbnail_of_level(level, max_size)
 
     def _thumbnail_of_level(self, level: int, max_size: int) -> np.ndarray:
-        """``level`` shrunk to ``max_size`` px on its longer side, read in bands of rows
-        of at most :data:`THUMBNAIL_READ_BYTES`."""
-        from PIL import Image
-
+        """``level`` shrunk to ``max_size`` px on its longer side: in one piece up to
+        :data:`THUMBNAIL_READ_BYTES`, else in bands of rows of at most
+        :data:`THUMBNAIL_BAND_BYTES`, spread over :attr:`band_map`'s processes when set."""
         info = self.info
         lw, lh = info.level_dimensions[level]
         f = max(lw, lh) / float(max_size)
         tw, th = max(1, round(lw / f)), max(1, round(lh / f))
+        tiled_file = info.backend in ("openslide", "tiffslide") and info.path.is_file()
+        parallel = self.band_map if tiled_file else None  # (plain images are held whole)
         if lw * lh * 3 <= THUMBNAIL_READ_BYTES:
             bands = [(0, lh)]
-        else:
-            rows = max(1, int(THUMBNAIL_READ_BYTES // (3 * lw)))
+        else:  # the same bands in one process or several (each holds one band at a time)
+            budget = min(THUMBNAIL_READ_BYTES, THUMBNAIL_BAND_BYTES)
+            rows = max(1, int(budget // (3 * lw)))
             rows = max(int(math.ceil(f)), rows - rows % int(math.ceil(f)))
             bands = [(y, min(lh, y + rows)) for y in range(0, lh, rows)]
         out = np.empty((th, tw, 3), np.uint8)
+        jobs = []  # (level-0 row, rows at the level, output rows), output row range
         for y0, y1 in bands:
             o0, o1 = round(y0 * th / lh), round(y1 * th / lh)
-            if o1 <= o0:
-                continue
-            y = int(round(y0 * info.level_downsamples[level]))  # level-0 row of the band
-            band = self.read_region((0, y), level, (lw, y1 - y0), clip=True)
-            out[o0:o1] = np.asarray(
-                Image.fromarray(band).resize(
-                    (tw, o1 - o0), Image.Resampling.BILINEAR, reducing_gap=2.0
-                )
+            if o1 > o0:
+                y = int(round(y0 * info.level_downsamples[level]))  # level-0 row of the band
+                jobs.append(((y, y1 - y0, o1 - o0), (o0, o1)))
+        if parallel is not None and len(jobs) > 1:
+            items = [(str(info.path), info.mpp, level, lw, tw, *job) for job, _ in jobs]
+            for (_, (o0, o1)), arr in zip(jobs, parallel[0](_band_of_file, items), strict=True):
+                out[o0:o1] = arr
+            return out
+        for (y, rows, n_out), (o0, o1) in jobs:
+            out[o0:o1] = _shrink_band(
+                self.read_region((0, y), level, (lw, rows), clip=True), tw, n_out
             )
         return out
 
     def __repr__(self) -> str:
         i = self.info
         return f"<{type(self).__name__} {i.path.name} {i.width}x{i.height} mpp={i.mpp:g}>"
+
+
+def _shrink_band(band: np.ndarray, width: int, rows: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(
+        Image.fromarray(band).resize((width, rows), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    )
+
+
+#: the slides a band worker process has open (path, mpp) -> reader
+_BAND_READERS: dict[tuple[str, float], SlideReader] = {}
+
+
+def _band_of_file(item: tuple[str, float, int, int, int, int, int, int]) -> np.ndarray:
+    """In a worker process: one band of rows of a level, shrunk (the banded thumbnail pass)."""
+    path, mpp, level, width, out_width, y, rows, out_rows = item
+    reader = _BAND_READERS.get((path, mpp))
+    if reader is None:
+        reader = _BAND_READERS[(path, mpp)] = open_slide(path, mpp=mpp)
+    band = reader.read_region((0, y), level, (width, rows), clip=True)
+    return _shrink_band(band, out_width, out_rows)
 
 
 def _to_rgb(arr: np.ndarray) -> np.ndarray:
