@@ -198,6 +198,10 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     det = _tiny_detector(threshold=0.3, proposer_threshold=0.06)
     path = _save(det, tmp_path / "d.pt")
     back = load_detector(path, device="cpu")
+    assert len(back.sha256) == 64  # cohort resume keys tell detector files apart
+    from mitoscope.detector.proposer import DetectorProposer
+
+    assert DetectorProposer(detector=back).fingerprint().startswith(back.sha256[:16])
     assert (back.threshold, back.proposer_threshold, back.tile_px, back.overlap_px) == (
         0.3, 0.06, 256, 64)  # fmt: skip
     for k, v in det.model.state_dict().items():
@@ -301,3 +305,19 @@ def test_detect_with_the_detector_end_to_end(tmp_path: Path, mode: str) -> None:
         assert s["model"] == "d" and s["atypical_ratio"] is None and s["threshold"] == 0.05
     html = (out / f"{stem}.report.html").read_text()
     assert "detector" in html
+
+
+def test_detect_several_inputs_mode_detector(tmp_path: Path) -> None:
+    """The cohort path (several inputs, resumable) with the detector alone."""
+    path = _save(_tiny_detector(threshold=0.05, proposer_threshold=0.0), tmp_path / "d.pt")
+    crops = [
+        shared_file("amibr-train", "Normal", n) for n in ("MIDOG21_10.png", "MIDOG21_1014.png")
+    ]
+    out = tmp_path / "out"
+    argv = ["detect", *map(str, crops), "--mpp", "0.25", "--mode", "detector", "--detector",
+            str(path), "--out", str(out), "-q", "--workers", "1"]  # fmt: skip
+    assert main(argv) == 0
+    for c in crops:
+        s = json.loads((out / f"{c.stem}.summary.json").read_text())
+        assert s["proposer"] == "detector" and s["atypical_ratio"] is None
+    assert (out / "cohort_summary.csv").is_file()

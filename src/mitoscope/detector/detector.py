@@ -83,6 +83,8 @@ class Detector:
     card: dict[str, Any] = field(default_factory=dict)
     device: Any = None
     batch_size: int = 4
+    #: SHA-256 of the checkpoint file it was loaded from ("" when built in memory)
+    sha256: str = ""
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.device)
@@ -287,7 +289,18 @@ def load_detector(path: str | Path, *, device: Any = None) -> Detector:
         name=str(blob.get("name") or p.stem),
         card=dict(blob.get("card") or {}),
         device=device,
+        sha256=_sha256(p),
     )
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 __all__ = [

@@ -100,6 +100,10 @@ class DetectorProposer:
             mask_downsample=1.0,
         )
 
+    def fingerprint(self) -> str:
+        """The detector file's hash and the score floor (cohort resume keys)."""
+        return f"{self.detector.sha256[:16]}:{self.score_threshold:.6g}"
+
     def for_workers(self) -> DetectorProposer:
         """The copy tile worker processes get (its detector on the CPU)."""
         return DetectorProposer(
@@ -127,6 +131,10 @@ class DetectorScorer:
         #: the report's patch: the detector's box
         self.patch_size_px = int(round(detector.box_um / detector.input_mpp))
         self.card = detector.card
+
+    def fingerprint(self) -> str:
+        """The detector file's hash and the threshold (cohort resume keys)."""
+        return f"{self.detector.sha256[:16]}:{self.threshold:.6g}"
 
     def predict_candidates(
         self, image: np.ndarray, candidates: Candidates, **_: Any
