@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,12 +72,15 @@ def _server(run: Path, slides: Path, *extra: str) -> Iterator[str]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}/"
     try:
-        for _ in range(150):
+        deadline = time.monotonic() + 90  # a loaded machine starts the server slowly
+        while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(base + "api/queues", timeout=1).read()
+                urllib.request.urlopen(base + "api/queues", timeout=5).read()
+                break
+            except urllib.error.HTTPError:  # up (401: it wants the token)
                 break
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.2)
         yield base
     finally:
         server.kill()

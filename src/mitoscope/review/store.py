@@ -215,12 +215,17 @@ class ReviewStore:
         if not machine:
             return []
         marks = ",".join("?" * len(machine))
+        # the first coordinate of each annotation, in one pass (a correlated subquery per
+        # annotation is quadratic: these tables have no index on annoId)
+        first_xy: dict[int, tuple[float, float]] = {}
+        for anno, cx, cy in con.execute(
+            "SELECT annoId, coordinateX, coordinateY FROM Annotations_coordinates "
+            "ORDER BY annoId, orderIdx, uid"
+        ):
+            if anno is not None and int(anno) not in first_xy:
+                first_xy[int(anno)] = (cx, cy)
         rows = con.execute(
-            "SELECT a.uid, a.slide, s.filename, a.description, c.name, "
-            "(SELECT coordinateX FROM Annotations_coordinates k WHERE k.annoId = a.uid "
-            " ORDER BY orderIdx, uid LIMIT 1), "
-            "(SELECT coordinateY FROM Annotations_coordinates k WHERE k.annoId = a.uid "
-            " ORDER BY orderIdx, uid LIMIT 1) "
+            "SELECT a.uid, a.slide, s.filename, a.description, c.name "
             "FROM Annotations a JOIN Slides s ON s.uid = a.slide "
             "LEFT JOIN Classes c ON c.uid = a.agreedClass "
             "WHERE (a.deleted = 0 OR a.deleted IS NULL) AND a.uid IN "
@@ -238,7 +243,8 @@ class ReviewStore:
         summaries = self._summaries()
         self.hotspots: dict[int, tuple[float, float, float]] = {}
         items = []
-        for uid, slide, fname, desc, _cls, x, y in rows:
+        for uid, slide, fname, desc, _cls in rows:
+            x, y = first_xy.get(int(uid), (None, None))
             if x is None or y is None:
                 continue
             summ = summaries.get(str(fname), {})
