@@ -208,8 +208,12 @@ def run_local_pool(
 
 
 # ------------------------------------------------------------------------------ ray
-def _ray_task(task: SlideTask, out_dir: str, boxed: list, key: str) -> SlideOutcome:
-    """Ray entry point: ``boxed`` holds the ObjectRef of :class:`Models` (resolved once)."""
+def _ray_task(
+    task: SlideTask, out_dir: str, boxed: list, key: str, driver: tuple | None = None
+) -> SlideOutcome:
+    """Ray entry point: ``boxed`` holds the ObjectRef of :class:`Models` (resolved once);
+    ``driver`` is :func:`driver_identity` of the driver process (watched on its machine)."""
+    watch_driver(driver)
     if _CACHE.get("key") != key or "models" not in _CACHE:
         import ray
 
@@ -217,7 +221,67 @@ def _ray_task(task: SlideTask, out_dir: str, boxed: list, key: str) -> SlideOutc
         _CACHE.clear()
         _resolved(models, key)
         _CACHE["models"] = models
-    return run_one(task, out_dir, _CACHE["models"], key)
+    _WATCH["task"] = (out_dir, task.stem)
+    try:
+        return run_one(task, out_dir, _CACHE["models"], key)
+    finally:
+        _WATCH.pop("task", None)
+
+
+_WATCH: dict[str, Any] = {}
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def driver_identity() -> tuple[str, int, str] | None:
+    """(boot id, pid, start time) of this process; ``None`` without ``/proc``."""
+    from ..detect.parallel import _process_state
+
+    start = _process_state(os.getpid())
+    boot = _boot_id()
+    return (boot, os.getpid(), start) if boot and start not in (None, "?") else None
+
+
+def watch_driver(driver: tuple | None, interval_s: float = 0.5, grace_s: float = 5.0) -> None:
+    """In a Ray worker: when the driver process ``driver`` dies, stop the running slide and exit.
+
+    Only on the driver's machine (same boot id, same process start time: another node or pid
+    namespace is left to Ray, which stops the tasks of a dead driver itself). The worker first
+    gets ``SIGTERM``: Ray's handler raises ``SystemExit`` in the slide, whose atomic outputs
+    delete their temporary files; if it is still alive after ``grace_s`` (idle in Ray's task
+    loop, say), the running slide's temporaries are removed and it exits at once.
+    """
+    if not driver or _WATCH.get("driver") == tuple(driver):
+        return
+    from ..detect.parallel import _process_state
+
+    boot, pid, start = driver
+    if _boot_id() != boot or _process_state(int(pid)) != start:
+        return
+    _WATCH["driver"] = tuple(driver)
+
+    def watch() -> None:
+        import signal
+
+        while _process_state(int(pid)) == start:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        running = _WATCH.get("task")
+        if running:
+            from ..detect.outputs import remove_stale_temporaries
+
+            remove_stale_temporaries(*running)
+        os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watch, name="mitoscope-watch-driver", daemon=True).start()
 
 
 def _import_ray() -> Any:
@@ -246,6 +310,7 @@ def run_ray(
     """
     ray = _import_ray()
     started = False
+    reaper = None
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {
             "include_dashboard": False,
@@ -256,6 +321,9 @@ def run_ray(
             kwargs["address"] = address
         else:
             kwargs["num_cpus"] = int(workers or os.cpu_count() or 1)
+        from . import reaper as _reaper
+
+        before = _reaper.children(os.getpid()) if _reaper.available() else set()
         try:
             ray.init(**kwargs)
         except ConnectionError as exc:
@@ -264,6 +332,9 @@ def run_ray(
                 f"(e.g. 'auto' or 'ray://host:10001') or omit it for a local Ray instance"
             ) from None
         started = True
+        if not address and _reaper.available():  # a Ray instance of our own: no orphans
+            reaper = _reaper.start_reaper(_reaper.children(os.getpid()) - before)
+    driver = driver_identity()
     try:
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_slide))
@@ -275,7 +346,7 @@ def run_ray(
         while todo or running:
             while todo and len(running) < limit:
                 task = todo.pop()
-                running[remote.remote(task, out_dir, [models_ref], key)] = task
+                running[remote.remote(task, out_dir, [models_ref], key, driver)] = task
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
                 task = running.pop(ref)
@@ -286,6 +357,9 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
+            from .reaper import stop_reaper
+
+            stop_reaper(reaper)
 
 
 def _ray_error_line(exc: BaseException) -> str:
