@@ -8,7 +8,16 @@ from __future__ import annotations
 
 
 class MitoscopeError(Exception):
-    """Base class for all user-facing errors (bad input, missing files, ...)."""
+    """Base class for all user-facing errors (bad input, missing files, ...).
+
+    The message is always one line: line breaks (say, from a file's content quoted in the
+    message) become spaces.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        lines = text.splitlines()
+        return " ".join(s.strip() for s in lines if s.strip()) if len(lines) > 1 else text
 
 
 class SlideOpenError(MitoscopeError):
