@@ -8,7 +8,7 @@ the screen's training samples (``mitoscope.train.screen_train``) come from it to
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,7 @@ def propose_tile(
     work_mpp: float,
     propose_mpp: float | None = None,
     timing: dict[str, float] | None = None,
+    stain: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, float, float, Candidates, int]:
     """Read ``tile`` at ``work_mpp``, propose (on a copy downsampled to ~``propose_mpp`` when
     that is coarser) and keep the candidates whose level-0 centre lies in the tile's core.
@@ -37,13 +38,19 @@ def propose_tile(
     number proposed before the core cut. Cores partition the slide, so an object in an overlap
     is kept by one tile. With ``timing``, the seconds spent reading (``read_s``: decode and
     resampling to ``work_mpp``) and proposing (``propose_s``: downsampling, the proposer, the
-    core cut) are added to it.
+    core cut) are added to it. With ``stain`` (a fitted normaliser, ``--stain-normalize``) the
+    tile is stain-normalised right after reading: proposer, screen and classifier all see the
+    normalised tile (counted in ``read_s``).
     """
     from time import perf_counter
 
     info = reader.info
     t0 = perf_counter()
     image = reader.read_region_mpp(tile.region, work_mpp)
+    if stain is not None:
+        from ..stain.normalize import normalize_tile
+
+        image = normalize_tile(stain, image)
     t1 = perf_counter()
     small, fx, fy = downsample(image, work_mpp, propose_mpp)
     pmpp = work_mpp * (fx + fy) / 2.0

@@ -137,6 +137,17 @@ def detect(
         help="Pixel size (um/px) candidates are proposed at (default: the screen's 0.5 with the "
         "cascade, else the classifier's).",
     ),
+    stain_normalize: str = typer.Option(
+        None,
+        "--stain-normalize",
+        help="Stain-normalise each tile before proposal and classification: reinhard or "
+        "macenko (needs --stain-target; off by default, the bundled models do not use it).",
+    ),
+    stain_target: Path = typer.Option(
+        None,
+        "--stain-target",
+        help="Reference H&E image (PNG/JPEG/TIFF) whose stain --stain-normalize maps tiles to.",
+    ),
     tile_um: float = typer.Option(DEFAULTS.tile_um, "--tile-um", help="Tile size in um."),
     overlap_um: float = typer.Option(
         DEFAULTS.overlap_um, "--overlap-um", help="Tile overlap in um."
@@ -184,7 +195,13 @@ def detect(
         else cascade,
         propose_mpp=propose_mpp,
         screen_model=None if screen_model is None else str(screen_model),
+        stain_normalize=stain_normalize,
+        stain_target=None if stain_target is None else str(stain_target),
     )
+    if config.stain_normalize is not None:
+        from ..stain.normalize import fitted_normalizer
+
+        fitted_normalizer(config.stain_normalize, config.stain_target)  # bad target: exit 2 now
     if mpp is not None:
         from ..units import validate_mpp
 

@@ -52,6 +52,13 @@ class DetectConfig:
         the screen's pixel size (0.5 um/px) with the cascade, else ``work_mpp``.
     screen_model : str, optional
         Path of the cascade screen checkpoint; default: the bundled ``mitoscope_screen.pt``.
+    stain_normalize : {"reinhard", "macenko"}, optional
+        Stain-normalise every tile right after reading (before proposal, screen and
+        classifier) to ``stain_target``'s colours (:mod:`mitoscope.stain.normalize`). Off by
+        default: the bundled models were trained without it.
+    stain_target : str, optional
+        RGB image (PNG, JPEG, TIFF) whose stain the tiles are mapped to; needs
+        ``stain_normalize``.
     """
 
     tile_um: float = 256.0
@@ -73,6 +80,8 @@ class DetectConfig:
     cascade: bool | None = None
     propose_mpp: float | None = None
     screen_model: str | None = None
+    stain_normalize: str | None = None
+    stain_target: str | None = None
 
     def __post_init__(self) -> None:
         if self.tile_um <= 0 or self.overlap_um < 0 or self.overlap_um >= self.tile_um:
@@ -88,6 +97,18 @@ class DetectConfig:
             raise InvalidInputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if int(self.workers) < 1:
             raise InvalidInputError(f"--workers must be at least 1, got {self.workers}")
+        if (self.stain_normalize is None) != (self.stain_target is None):
+            raise InvalidInputError(
+                "--stain-normalize METHOD and --stain-target IMAGE go together; give both"
+            )
+        if self.stain_normalize is not None:
+            from ..stain.normalize import FIT_ON_TARGET
+
+            if str(self.stain_normalize).strip().lower() not in FIT_ON_TARGET:
+                raise InvalidInputError(
+                    f"--stain-normalize must be one of {', '.join(FIT_ON_TARGET)}, got "
+                    f"{self.stain_normalize!r}"
+                )
         if self.propose_mpp is not None and not (0.05 <= float(self.propose_mpp) <= 10.0):
             raise InvalidInputError(
                 f"--propose-mpp must be between 0.05 and 10 um/px, got {self.propose_mpp}"

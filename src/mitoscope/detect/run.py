@@ -223,6 +223,14 @@ def run_slide(
         tolerance_px=cfg.contour_tolerance_px,
     )
     scoring = Scoring(params=params, threshold=threshold, batch_size=int(cfg.batch_size))
+    stain = None
+    if cfg.stain_normalize is not None:
+        from ..stain.normalize import fitted_normalizer
+
+        stain = fitted_normalizer(cfg.stain_normalize, str(cfg.stain_target))
+        notes.append(
+            f"tiles stain-normalised ({cfg.stain_normalize}) to {Path(cfg.stain_target).name}"
+        )
     n = {"proposed": 0, "candidates": 0, "screened_out": 0}
     t_tiles = time.perf_counter()
     timing = {"tissue_s": t_tiles - t0}  # wall clock of the run's phases
@@ -248,7 +256,7 @@ def run_slide(
             for work in iter_tiles(
                 reader, tiles, proposer=proposer, work_mpp=work_mpp, workers=workers,
                 propose_mpp=propose_mpp, screen=screen,
-                classifier=classifier if in_workers else None, scoring=scoring,
+                classifier=classifier if in_workers else None, scoring=scoring, stain=stain,
             ):  # fmt: skip
                 n["proposed"] += work.n_proposed
                 n["screened_out"] += work.n_screened_out

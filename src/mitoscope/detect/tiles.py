@@ -98,8 +98,10 @@ def process_tile(
     screen: Any = None,
     classifier: Any = None,
     scoring: Scoring | None = None,
+    stain: Any = None,
 ) -> TileWork:
-    """Read ``tile`` at ``work_mpp``, propose, screen; keep candidates centred in the core.
+    """Read ``tile`` at ``work_mpp`` (stain-normalised with a fitted ``stain`` normaliser),
+    propose, screen; keep candidates centred in the core.
 
     With ``propose_mpp`` coarser than ``work_mpp`` the proposer (and the ``screen``, a
     :class:`~mitoscope.classify.screen.Screen` at that pixel size) see a downsampled copy of
@@ -110,8 +112,9 @@ def process_tile(
     """
     timing: dict[str, float] = dict.fromkeys(TILE_STAGES, 0.0)
     image, small, fx, fy, cands, n = propose_tile(
-        reader, tile, proposer=proposer, work_mpp=work_mpp, propose_mpp=propose_mpp, timing=timing
-    )
+        reader, tile, proposer=proposer, work_mpp=work_mpp, propose_mpp=propose_mpp,
+        timing=timing, stain=stain,
+    )  # fmt: skip
     t0 = perf_counter()
     dropped = 0
     if screen is not None and len(cands):
@@ -289,7 +292,12 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(
-    source: Any, mpp: float, proposer: Any, screen: Any = None, classifier: Any = None
+    source: Any,
+    mpp: float,
+    proposer: Any,
+    screen: Any = None,
+    classifier: Any = None,
+    stain: Any = None,
 ) -> None:
     from ..slide import open_slide
     from .parallel import cap_threads
@@ -299,6 +307,7 @@ def _worker_init(
     _WORKER["proposer"] = proposer
     _WORKER["screen"] = screen
     _WORKER["classifier"] = classifier
+    _WORKER["stain"] = stain
 
 
 def _worker_tile(
@@ -313,6 +322,7 @@ def _worker_tile(
         screen=_WORKER["screen"],
         classifier=_WORKER["classifier"],
         scoring=scoring,
+        stain=_WORKER.get("stain"),
     )
 
 
@@ -327,6 +337,7 @@ def iter_tiles(
     screen: Any = None,
     classifier: Any = None,
     scoring: Scoring | None = None,
+    stain: Any = None,
 ) -> Iterator[TileWork]:
     """Yield :class:`TileWork` in tile order; bounded prefetch so memory stays flat.
 
@@ -342,6 +353,7 @@ def iter_tiles(
                 work_mpp=work_mpp,
                 propose_mpp=propose_mpp,
                 screen=screen,
+                stain=stain,
             )
         return
     from .parallel import ordered_map
@@ -356,7 +368,14 @@ def iter_tiles(
         scoring,
         workers=workers,
         initializer=_worker_init,
-        initargs=(source, reader.info.mpp, proposer, for_workers(screen), for_workers(classifier)),
+        initargs=(
+            source,
+            reader.info.mpp,
+            proposer,
+            for_workers(screen),
+            for_workers(classifier),
+            stain,
+        ),
     )
 
 

@@ -26,7 +26,10 @@ Examples
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -236,6 +239,54 @@ NORMALIZERS = {
     "learned": LearnedNormalizer,
     "stainnet": LearnedNormalizer,
 }
+
+
+#: the normalisers that fit on one target image (``--stain-normalize``); ``learned`` needs training
+FIT_ON_TARGET = ("reinhard", "macenko")
+
+
+def fitted_normalizer(method: str, target: str | os.PathLike[str]) -> Any:
+    """A ``reinhard`` / ``macenko`` normaliser fitted on the RGB image file ``target``.
+
+    Fitted once per process for the same method and file (detection workers, the report).
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown method, a missing or unreadable target, or a target with too little stain.
+    """
+    key = str(method).strip().lower()
+    if key not in FIT_ON_TARGET:
+        raise InvalidInputError(
+            f"--stain-normalize must be one of {', '.join(FIT_ON_TARGET)}, got {method!r}"
+        )
+    p = Path(target)
+    try:
+        stamp = p.stat().st_mtime_ns
+    except OSError:
+        raise InvalidInputError(f"stain target image not found: {p}") from None
+    return _fitted(key, str(p.resolve()), stamp)
+
+
+def normalize_tile(normalizer: Any, image: np.ndarray) -> np.ndarray:
+    """``normalizer.transform(image)``; a tile with too little stain to fit (glass at a tissue
+    edge) is returned as it is."""
+    try:
+        return normalizer.transform(image)
+    except InvalidInputError:
+        return image
+
+
+@functools.lru_cache(maxsize=4)
+def _fitted(method: str, path: str, stamp: int) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read stain target image {path}: {exc}") from None
+    return get_normalizer(method).fit(rgb)
 
 
 def get_normalizer(name: str, **options: Any) -> Any:
