@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .records import MITOTIC, PointAnnotations, check_file, str_array
+from .registry import Peek, register_reader
 
 _REQUIRED = ("file", "label", "slide", "x", "y")
 
@@ -31,6 +32,17 @@ def _vote(v: str) -> float:
     return math.nan
 
 
+def _is_amibr_table(peek: Peek) -> bool:
+    import re
+
+    cols = {c.strip().lower() for c in re.split(r"[,;\t]", peek.first_line)}
+    return {"file", "label", "expert1_atypical"} <= cols
+
+
+@register_reader(
+    "amibr", suffixes=(".csv", ".tsv", ".txt"), sniff=_is_amibr_table, priority=20,
+    description="AMi-Br crop table: file,label,...,expert1_atypical",
+)  # fmt: skip
 def read_amibr_labels(csv_path: str | os.PathLike[str]) -> PointAnnotations:
     """Read the AMi-Br ``labels.csv`` into :class:`PointAnnotations` (one row per crop).
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .records import PointAnnotations, check_file, str_array
+from .registry import register_reader, register_writer
 
 _X = ("x_px", "x", "x_pixel", "col", "column", "centroid_x", "center_x")
 _Y = ("y_px", "y", "y_pixel", "row", "centroid_y", "center_y")
@@ -76,6 +77,10 @@ def _bools(values: list[str], col: str, where: str) -> np.ndarray:
     return out
 
 
+@register_reader(
+    "csv", suffixes=(".csv", ".tsv", ".txt"), priority=0,
+    description="a table with x/y (px or um) columns",
+)  # fmt: skip
 def read_csv_points(
     path: str | os.PathLike[str],
     *,
@@ -257,6 +262,7 @@ def detections_csv_text(
     return buf.getvalue()
 
 
+@register_writer("csv")
 def write_detections_csv(
     path: str | os.PathLike[str],
     detections: Any,

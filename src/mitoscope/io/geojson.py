@@ -27,6 +27,7 @@ from .records import (
     polygon_centroid,
     str_array,
 )
+from .registry import Peek, register_reader, register_writer
 
 #: measurement names recognised as the mitosis probability (case-insensitive, in this order)
 SCORE_KEYS = (
@@ -143,6 +144,22 @@ def _ring_area(ring: Any) -> float:
     return float(abs(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)) / 2.0)
 
 
+def _is_geojson(peek: Peek) -> bool:
+    if peek.suffix == ".geojson":
+        return True
+    data = peek.json
+    return (isinstance(data, dict) and data.get("type") in ("FeatureCollection", "Feature")) or (
+        isinstance(data, list)
+        and bool(data)
+        and isinstance(data[0], dict)
+        and "geometry" in data[0]
+    )
+
+
+@register_reader(
+    "geojson", suffixes=(".geojson", ".json"), sniff=_is_geojson, priority=10,
+    description="GeoJSON FeatureCollection (QuPath)",
+)  # fmt: skip
 def read_geojson(
     path: str | os.PathLike[str],
     *,
@@ -327,6 +344,7 @@ def _geometry(contour: Any, x: float, y: float) -> dict[str, Any]:
     return {"type": "Point", "coordinates": [round(x, 2), round(y, 2)]}
 
 
+@register_writer("geojson")
 def write_qupath_geojson(
     path: str | os.PathLike[str],
     detections: Any,

@@ -45,6 +45,7 @@ from .records import (
     probability,
     str_array,
 )
+from .registry import Peek, register_reader, register_writer
 
 #: coordinates above this many millimetres cannot be on a glass slide (75 x 25 mm; 200 mm
 #: leaves room for any scanner's coordinate frame) -- they are pixels given as millimetres
@@ -54,6 +55,30 @@ _MIDOGPP_CACHE: dict[tuple[str, int, int], PointAnnotations] = {}
 _CACHE_MAX = 4
 
 
+def _is_midogpp(peek: Peek) -> bool:
+    data = peek.json
+    return isinstance(data, dict) and "images" in data and "annotations" in data
+
+
+def _is_midog_points(peek: Peek) -> bool:
+    data = peek.json
+    return isinstance(data, dict) and (
+        "points" in data or data.get("type") in ("Multiple points", "Point")
+    )
+
+
+def _needs_mpp(path: Path, kwargs: dict[str, Any]) -> None:
+    if "mpp" not in kwargs:
+        raise InvalidInputError(
+            f"{path.name} is in the MIDOG points format (millimetres); pass the pixel size "
+            "(mpp=0.25 / --mpp 0.25) to convert it to pixels"
+        )
+
+
+@register_reader(
+    "midogpp", suffixes=(".json",), sniff=_is_midogpp, priority=30,
+    description="MIDOG++ COCO-like JSON: images/annotations",
+)  # fmt: skip
 def read_midogpp_json(
     path: str | os.PathLike[str],
     *,
@@ -314,6 +339,10 @@ def _join_split(ann: PointAnnotations, split_csv: str | os.PathLike[str]) -> Poi
 
 
 # -- MIDOG points (official result / truth format) -------------------------------------------
+@register_reader(
+    "midog", suffixes=(".json",), sniff=_is_midog_points, priority=20, check=_needs_mpp,
+    description="MIDOG points JSON in mm: {'type': 'Multiple points', 'points': [...]}",
+)  # fmt: skip
 def read_midog_points_json(
     path: str | os.PathLike[str],
     *,
@@ -425,6 +454,7 @@ def midog_points_dict(
     return {"type": "Multiple points", "points": points, "version": {"major": 1, "minor": 0}}
 
 
+@register_writer("midog")
 def write_midog_json(
     path: str | os.PathLike[str],
     detections: Any,

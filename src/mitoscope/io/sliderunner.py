@@ -40,6 +40,7 @@ from .records import (
     polygon_centroid,
     str_array,
 )
+from .registry import register_reader
 
 #: the CREATE TABLE statements of a real SlideRunner database, verbatim
 SCHEMA = (
@@ -90,6 +91,10 @@ def _connect_ro(p: Path) -> sqlite3.Connection:
     return con
 
 
+@register_reader(
+    "sliderunner", suffixes=(".sqlite", ".sqlite3", ".db"),
+    description="SlideRunner SQLite database",
+)  # fmt: skip
 def read_sliderunner(
     path: str | os.PathLike[str],
     *,

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .records import PointAnnotations, check_file
+from .registry import DIRECTORY, Peek, register_reader
 
 _SPLIT = re.compile(r"[,;\s]+")
 
@@ -83,6 +84,25 @@ def _read_one(p: Path, image: str, fmt: str, order: str) -> PointAnnotations:
     )
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_headerless_numbers(peek: Peek) -> bool:
+    if peek.suffix == DIRECTORY:
+        return True
+    head = peek.first_line
+    return bool(head) and all(_is_number(c) for c in re.split(r"[,;\t\s]+", head) if c)
+
+
+@register_reader(
+    "tupac", suffixes=(DIRECTORY, ".csv", ".tsv", ".txt"), sniff=_is_headerless_numbers,
+    priority=10, description="TUPAC16 / ICPR 2012 headerless x,y CSV (a file or a folder)",
+)  # fmt: skip
 def read_icpr_tupac(
     path: str | os.PathLike[str],
     *,
