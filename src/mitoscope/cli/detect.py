@@ -219,8 +219,9 @@ def detect(
             raise InvalidInputError(
                 "--mode detector needs --detector PATH (mitoscope train-detector)"
             )
+        floor = min(config.floor, 1.0 if threshold is None else threshold)  # keep --threshold's
         prop, classifier = detector_mode(detector, device=None if dev == "auto" else dev,
-                                         floor=config.floor)  # fmt: skip
+                                         floor=floor)  # fmt: skip
     else:
         prop = proposer_from_options(
             proposer,
