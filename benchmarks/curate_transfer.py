@@ -16,6 +16,7 @@ haematoxylin-only renderings, and on the 30 real H&E images of ../shared/data/ti
 every positive is counterstain leak), per mm².
 
     python benchmarks/curate_transfer.py [--quick] [--json out.json]
+    python benchmarks/curate_transfer.py --dab-only [--json out.json]   # the DAB part only
     python benchmarks/curate_transfer.py --examples DIR   # the docs' worked-example files
 
 ``--quick``: one MoNuSeg image, 15 points per case, a 1,000 px square of the Aperio slide and
@@ -184,9 +185,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--examples", type=Path, help="write the docs' example files here and exit")
+    ap.add_argument("--dab-only", action="store_true", help="only the DAB separation numbers")
     args = ap.parse_args()
     if args.examples:
         write_examples(args.examples)
+        return
+    if args.dab_only:
+        dab = dab_numbers(args.quick)
+        print(json.dumps(dab, indent=1), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"dab": dab}, indent=2) + "\n")
         return
     from skimage import data
 
