@@ -264,6 +264,13 @@ def test_bad_input_is_one_line(
     assert_one_line(rc, err, out)
 
 
+def test_usage_errors_name_the_whole_command(capsys: pytest.CaptureFixture) -> None:
+    rc, err = run(["curate", "masks"], capsys)
+    assert rc == 2 and len(err) == 1 and err[0].endswith("see: mitoscope curate masks --help"), err
+    rc, err = run(["info", "x.svs", "--mpp", "abc"], capsys)
+    assert rc == 2 and len(err) == 1 and err[0].endswith("see: mitoscope info --help"), err
+
+
 def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 40
 

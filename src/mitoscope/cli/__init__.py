@@ -56,9 +56,11 @@ for _name in COMMAND_MODULES:
 def _usage_line(exc: Exception) -> str:
     """A Click usage error as one line: ``--mpp: 'abc' is not a valid float`` (no usage box)."""
     msg = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
-    ctx = getattr(exc, "ctx", None)
-    cmd = getattr(getattr(ctx, "command", None), "name", None)
-    hint = f"; see: mitoscope {cmd} --help" if cmd and cmd != "mitoscope" else ""
+    ctx, parts = getattr(exc, "ctx", None), []
+    while ctx is not None and ctx.parent is not None:  # "curate masks", not "masks"
+        parts.append(ctx.info_name or ctx.command.name)
+        ctx = ctx.parent
+    hint = f"; see: mitoscope {' '.join(reversed(parts))} --help" if parts else ""
     return f"{msg.rstrip('.')}{hint}"
 
 
