@@ -15,7 +15,8 @@ Here:
    averaged; default the bundled model) on the original and on the re-scan, and its
    :data:`QUALITY_UM` patch compared between the two (at the coarser pixel size). It becomes
    class ``"ignore"``, with the reason, when the re-scan patch is less than ``sharpness_ratio``
-   as sharp as the original (variance of the Laplacian: ``out_of_focus``), holds less than
+   as sharp as the original (variance of the Laplacian of Gaussian at 0.5 um:
+   ``out_of_focus``), holds less than
    half the original's stained pixels (``no_tissue``: not scanned, cut by stitching), or the
    ensemble's re-scan probability is below ``min_probability`` (default: the members' mean
    validated threshold, "the ensemble would not call it a mitosis": ``not_recognised``);
@@ -49,6 +50,8 @@ from .transfer_out import IGNORE, OutLabel, check_out_dir, write_transfer_output
 
 #: the re-scan patch is "out of focus" below this share of the original's sharpness
 SHARPNESS_RATIO = 0.5
+#: scale of the sharpness measure (um): nuclear detail, above pixel noise
+SHARPNESS_SIGMA_UM = 0.5
 #: summed optical density above which a pixel is stained (glass is below ~0.1)
 TISSUE_OD = 0.25
 #: the patch side (um) over which sharpness and tissue are compared
@@ -119,11 +122,14 @@ def labels_for_slide(ann: Any, slide_name: str, labels_path: str | os.PathLike[s
     )
 
 
-def _sharpness(rgb: np.ndarray) -> float:
-    from scipy.ndimage import laplace
+def _sharpness(rgb: np.ndarray, mpp: float) -> float:
+    """Variance of the Laplacian of Gaussian at :data:`SHARPNESS_SIGMA_UM`: the detail a
+    focus loss removes, above the pixel-level noise and interpolation that differ between
+    scanners."""
+    from scipy.ndimage import gaussian_laplace
 
     g = rgb.astype(np.float32).mean(axis=-1) / 255.0
-    return float(laplace(g).var())
+    return float(gaussian_laplace(g, sigma=max(SHARPNESS_SIGMA_UM / mpp, 0.5)).var())
 
 
 def _tissue_fraction(rgb: np.ndarray) -> float:
@@ -241,7 +247,7 @@ def curate_rescan(
                 meas["mf_probability_source"] = float(p_src_mean[k])
                 a = _read_centred(src, *xy[i], QUALITY_UM, q_mpp)
                 b = _read_centred(tgt, x, y, QUALITY_UM, q_mpp)
-                s_a, s_b = _sharpness(a), _sharpness(b)
+                s_a, s_b = _sharpness(a, q_mpp), _sharpness(b, q_mpp)
                 ratio = s_b / s_a if s_a > 0 else 1.0
                 meas["sharpness_ratio"] = ratio
                 ratios.append(ratio)
