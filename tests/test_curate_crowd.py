@@ -138,3 +138,47 @@ def test_bad_input_one_line_exit_2(case, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("mitoscope: error: "), (rc, err)
     assert list(out.iterdir()) == []
+
+
+# -- training with the crowd table -------------------------------------------------------------
+def test_training_samples_carry_the_labels_agreement(tmp_path):
+    """A crowd table trains as a csv source: each labelled sample's ``mf_agreement`` is its
+    label's agreement; proposer negatives and AMi-Br-style sources keep 1."""
+    from PIL import Image
+
+    from mitoscope.train.sources import build_source_samples
+
+    src = shared_file("tissue", "images", "TCGA-18-5592-01Z-00-DX1.png")
+    Image.open(src).convert("RGB").crop((0, 0, 400, 400)).save(tmp_path / "a.png")
+    table = tmp_path / "crowd.csv"
+    table.write_text(
+        "image,x_px,y_px,label,agreement,n_raters\n"
+        "a.png,100,100,mitotic figure,0.667,3\n"
+        "a.png,300,250,non-mitotic figure,0.5,2\n"
+    )
+    s = build_source_samples(
+        [{"type": "csv", "path": str(table), "mpp": 0.2527}], cache_dir="none", progress=False
+    )
+    lab = s.kind != 3  # KIND_CANDIDATE
+    order = np.argsort(s.is_mf[lab])
+    assert s.is_mf[lab][order].tolist() == [0, 1]
+    assert np.allclose(s.mf_agreement[lab][order], [0.5, 0.667], atol=1e-4)
+    assert (s.mf_agreement[~lab] == 1).all() and (s.agreement == 1).all()
+
+
+def test_mf_loss_agreement_weighted_and_soft():
+    torch = pytest.importorskip("torch")
+    from mitoscope.train.module import MitosisModule
+
+    m = {k: MitosisModule(torch.nn.Identity(), mf_loss=k) for k in ("hard", "agreement", "soft")}
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    batch = {"is_mf": torch.tensor([1.0, 0.0, 1.0]), "mf_agreement": torch.tensor([1.0, 0.5, 0.6])}
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    per = bce(logits, batch["is_mf"], reduction="none")
+    assert torch.isclose(m["hard"]._mf_loss(logits, batch), per.mean())
+    w = batch["mf_agreement"]
+    assert torch.isclose(m["agreement"]._mf_loss(logits, batch), (per * w).sum() / w.sum())
+    soft = torch.tensor([1.0, 0.5, 0.6])  # share of raters calling each a mitotic figure
+    assert torch.isclose(m["soft"]._mf_loss(logits, batch), bce(logits, soft))
+    with pytest.raises(ValueError, match="mf_loss"):
+        MitosisModule(torch.nn.Identity(), mf_loss="nope")

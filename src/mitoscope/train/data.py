@@ -158,6 +158,7 @@ class PatchDataset:
             "is_mf": torch.tensor(float(s.is_mf[i])),
             "atypical": torch.tensor(int(s.atypical[i])),
             "agreement": torch.tensor(float(s.agreement[i])),
+            "mf_agreement": torch.tensor(float(s.mf_agreement[i])),
             "subtype": torch.tensor(int(s.subtype[i])),
         }
 

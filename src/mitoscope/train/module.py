@@ -6,6 +6,9 @@ import lightning as L
 import torch
 from torch.nn import functional as F
 
+#: the MF losses (see :class:`MitosisModule`)
+MF_LOSSES = ("hard", "agreement", "soft")
+
 
 class MitosisModule(L.LightningModule):
     """Multi-task training of the MF head (+ atypical and subtype heads).
@@ -26,6 +29,11 @@ class MitosisModule(L.LightningModule):
         ``n_normal / n_atypical`` of the training figures.
     subtype_weight : float
         Weight of the subtype cross-entropy (only if the network has a subtype head).
+    mf_loss : {"hard", "agreement", "soft"}
+        The MF loss: binary cross-entropy on the label (``hard``); the same weighted per sample
+        by the raters' agreement with the label (``agreement``, Ji et al.'s weighted loss); or
+        against the soft label, the share of raters calling it a mitotic figure (``soft``,
+        regression on the agreement).
     freeze_bn : bool
         Keep every batch-norm layer in eval mode (running statistics frozen) while training:
         for fine-tuning, where batch statistics of the new data mix would otherwise drift away
@@ -44,8 +52,12 @@ class MitosisModule(L.LightningModule):
         atypical_pos_weight: float = 1.0,
         subtype_weight: float = 0.2,
         freeze_bn: bool = False,
+        mf_loss: str = "hard",
     ) -> None:
         super().__init__()
+        if mf_loss not in MF_LOSSES:
+            raise ValueError(f"mf_loss must be one of {', '.join(MF_LOSSES)}, got {mf_loss!r}")
+        self.mf_loss = mf_loss
         self.freeze_bn = bool(freeze_bn)
         self.net = net
         self.lr = lr
@@ -62,7 +74,7 @@ class MitosisModule(L.LightningModule):
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch["image"].contiguous(memory_format=torch.channels_last)
         out = self.net(x, batch["mask"])
-        losses = {"mf": F.binary_cross_entropy_with_logits(out["mf"].float(), batch["is_mf"])}
+        losses = {"mf": self._mf_loss(out["mf"].float(), batch)}
         lab = batch["atypical"]
         has = lab >= 0
         if self.multitask and bool(has.any()):
@@ -80,6 +92,17 @@ class MitosisModule(L.LightningModule):
                     out["subtype"][ok].float(), st[ok]
                 )
         return losses
+
+    def _mf_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        y = batch["is_mf"]
+        a = batch.get("mf_agreement")
+        if self.mf_loss == "hard" or a is None:
+            return F.binary_cross_entropy_with_logits(logits, y)
+        a = a.to(logits.dtype)
+        if self.mf_loss == "soft":  # share of raters who called it a mitotic figure
+            return F.binary_cross_entropy_with_logits(logits, y * a + (1 - y) * (1 - a))
+        per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        return (per * a).sum() / a.sum().clamp_min(1e-6)
 
     def on_train_epoch_start(self) -> None:
         if self.freeze_bn:  # fine-tuning: keep the running statistics of the initial model

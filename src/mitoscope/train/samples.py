@@ -51,10 +51,16 @@ class SampleSet:
     # (N,) str: the training source (``[[train.sources]]`` name; "" for a single source). Its
     # sampling weight is ``meta["source_weights"][name]`` (see train.data.mf_sample_weights).
     source: np.ndarray | None = None
+    # (N,) float32: share of raters agreeing with the MF / non-MF label (1 when one label or
+    # unknown; the AMi-Br crops' ``agreement`` is about atypia). Weights or softens the MF loss
+    # with ``mf_loss = "agreement" | "soft"`` (Ji et al.; tables of ``mitoscope curate crowd``).
+    mf_agreement: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.source is None:
             self.source = np.full(len(self.is_mf), "", dtype="<U1")
+        if self.mf_agreement is None:
+            self.mf_agreement = np.ones(len(self.is_mf), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.is_mf)
@@ -79,6 +85,7 @@ _ARRAYS = (
     "slide",
     "group",
     "source",
+    "mf_agreement",
 )
 
 
@@ -104,6 +111,8 @@ def samples_from_columns(cols: dict[str, list[Any]], *, meta: dict[str, Any]) ->
     arrays.update({k: np.asarray(cols[k], dtype=t) for k, t in _DTYPES.items()})
     if cols.get("source"):
         arrays["source"] = np.asarray(cols["source"], dtype=str)
+    if cols.get("mf_agreement"):
+        arrays["mf_agreement"] = np.asarray(cols["mf_agreement"], dtype=np.float32)
     return SampleSet(**arrays, meta=meta)
 
 
@@ -312,6 +321,7 @@ class LabelPoint:
     agreement: float = 1.0
     subtype: int = -1
     emit: bool = True
+    mf_agreement: float = 1.0
 
 
 def labelled_image_samples(
@@ -335,7 +345,8 @@ def labelled_image_samples(
     than ``match_um`` from every labelled point (imposters included); ``candidate_ok(x, y)``
     (boolean array) can restrict them further (e.g. to a window's core).
 
-    Returns the columns ``patches, masks, is_mf, atypical, agreement, subtype, kind`` (lists,
+    Returns the columns ``patches, masks, is_mf, atypical, agreement, subtype, kind,
+    mf_agreement`` (lists,
     labelled points first) and the counts ``mask_fallbacks``, ``centres_matched_by_proposer``.
     """
     from ..candidates import get_proposer
@@ -347,8 +358,11 @@ def labelled_image_samples(
     exclusion_px = exclusion_um / mpp
     match_px = match_um / mpp
     cols: dict[str, list[Any]] = {
-        k: [] for k in ("patches", "masks", "is_mf", "atypical", "agreement", "subtype", "kind")
-    }
+        k: []
+        for k in (
+            "patches", "masks", "is_mf", "atypical", "agreement", "subtype", "kind", "mf_agreement"
+        )
+    }  # fmt: skip
     stats = {"mask_fallbacks": 0, "centres_matched_by_proposer": 0}
     cands = prop.propose(img, mpp=mpp)
     emit = [p for p in points if p.emit]
@@ -391,6 +405,7 @@ def labelled_image_samples(
         cols["agreement"].append(pt.agreement)
         cols["subtype"].append(pt.subtype)
         cols["kind"].append(kind)
+        cols["mf_agreement"].append(pt.mf_agreement)
     # negatives: every other proposer object far from all labelled MFs and imposters
     if len(cands):
         dmf = _nearest_distance(cxy, mf_pts)
@@ -409,6 +424,7 @@ def labelled_image_samples(
                 cols["agreement"].append(1.0)
                 cols["subtype"].append(-1)
                 cols["kind"].append(KIND_CANDIDATE)
+                cols["mf_agreement"].append(1.0)
     return cols, stats
 
 

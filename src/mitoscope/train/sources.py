@@ -580,6 +580,8 @@ def labelled_source_samples(
                 continue
             x, y = ann.x_px, ann.y_px
             is_mf, aty, _ = _label_points(ann)
+            # raters agreeing with each label (MIDOG++ votes, SlideRunner persons, crowd tables)
+            agree = np.where(np.isfinite(ann.agreement), ann.agreement, 1.0)
             if max(info.width, info.height) <= MAX_WHOLE_PX:
                 windows = [((0.0, 0.0, float(info.width), float(info.height)), np.arange(len(x)))]
                 ctx = 0.0
@@ -612,8 +614,11 @@ def labelled_source_samples(
                     u, v = to_win(x[j], y[j])
                     kind = KIND_CENTRE if is_mf[j] else KIND_IMPOSTER
                     pts.append(
-                        LabelPoint(float(u), float(v), kind, int(aty[j]), emit=bool(mine[j]))
-                    )
+                        LabelPoint(
+                            float(u), float(v), kind, int(aty[j]), emit=bool(mine[j]),
+                            mf_agreement=float(agree[j]),
+                        )
+                    )  # fmt: skip
                 prev = list(done)
 
                 def ok(u: np.ndarray, v: np.ndarray, c=core, prev=prev, to_l0=to_l0) -> np.ndarray:
@@ -831,8 +836,9 @@ def _build_labelled(
     )
     files = label_files + [lab.files[n] for n in sorted(lab.files)]
     window_um = float(spec.get("window_um", WINDOW_UM))
+    key = {**spec, "_columns": "mf_agreement"}  # caches from before the column are rebuilt
     return _cached(
-        spec, files, opts, lambda: labelled_source_samples(lab, opts, window_um=window_um)
+        key, files, opts, lambda: labelled_source_samples(lab, opts, window_um=window_um)
     )
 
 

@@ -78,6 +78,8 @@ class TrainConfig:
     domain_balanced: bool = True
     stain_sigma: float = 0.14
     multitask: bool = True
+    # MF loss: "hard" | "agreement" (weighted by the raters' agreement) | "soft" (soft labels)
+    mf_loss: str = "hard"
     atypical_weight: float = 0.5
     subtype_head: bool = False
     atypical_views: int = 3
@@ -127,6 +129,10 @@ class TrainConfig:
             raise InvalidInputError("val_fraction must be between 0 and 1")
         if self.neg_ratio <= 0:
             raise InvalidInputError("neg_ratio must be positive")
+        if self.mf_loss not in ("hard", "agreement", "soft"):
+            raise InvalidInputError(
+                f"mf_loss must be hard, agreement or soft, got {self.mf_loss!r}"
+            )
         if not 1 <= int(self.atypical_tta) <= 8:
             raise InvalidInputError("atypical_tta must be between 1 and 8 views")
         from ..stain.augment import DOMAIN_AUGMENTATIONS
@@ -496,6 +502,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             atypical_weight=cfg.atypical_weight,
             atypical_pos_weight=pos_weight,
             freeze_bn=bool(cfg.init_from) if cfg.freeze_bn is None else bool(cfg.freeze_bn),
+            mf_loss=cfg.mf_loss,
         )
         ds = PatchDataset(
             tr,
