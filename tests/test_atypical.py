@@ -276,3 +276,42 @@ def test_classify_cli_reports_the_dedicated_model(tmp_path):
     assert main(["classify", *paths, "--model", str(clf), "--atypical-model", "head",
                  "--out", str(out2)]) == 0  # fmt: skip
     assert out2.read_text().splitlines()[0].endswith("atypical_probability,is_atypical")
+
+
+def test_detect_outputs_carry_the_dedicated_model(tmp_path, he_image):
+    from mitoscope.classify.crops import read_rgb
+    from mitoscope.classify.patches import extract_patches
+
+    clf = _tiny_classifier(tmp_path / "c.pt", threshold=0.0)  # every candidate is a "mitosis"
+    atp = _tiny_atypical(tmp_path / "a.pt", size=128, views=1)
+    out = tmp_path / "out"
+    rc = main(["detect", str(he_image), "--mpp", "0.25", "--model", str(clf),
+               "--atypical-model", str(atp), "--out", str(out), "--no-report", "--workers", "1",
+               "-q"])  # fmt: skip
+    assert rc == 0
+    stem = Path(he_image).stem
+    summary = json.loads((out / f"{stem}.summary.json").read_text())
+    assert summary["atypical_model"].startswith("a (dedicated tiny_cnn, 128 px at 0.25 um/px")
+    assert summary["atypical_threshold"] == 0.5
+    gj = json.loads((out / f"{stem}.geojson").read_text())
+    assert gj["atypical_model"] == summary["atypical_model"]
+    rows = list(csv.DictReader(open(out / f"{stem}.csv")))
+    assert len(rows) > 10 and {r["atypical_model"] for r in rows} == {summary["atypical_model"]}
+    # each mitosis' probability is the dedicated model's on a 128 px crop around it (away
+    # from the image border, where tiles and the whole image pad differently)
+    img = read_rgb(he_image)
+    x = np.array([float(r["x_px"]) for r in rows])
+    y = np.array([float(r["y_px"]) for r in rows])
+    inner = (x > 70) & (y > 70) & (x < img.shape[1] - 70) & (y < img.shape[0] - 70)
+    assert inner.sum() > 5
+    patches, _ = extract_patches(img, x[inner], y[inner], 128)
+    want = load_atypical_model(atp).predict_patches(patches)
+    got = np.array([float(r["atypical_probability"]) for r in rows])[inner]
+    assert np.mean(np.abs(got - want) < 1e-4) > 0.9
+    # --atypical-model head: the classifier's own head, the output format as before
+    out2 = tmp_path / "head"
+    assert main(["detect", str(he_image), "--mpp", "0.25", "--model", str(clf),
+                 "--atypical-model", "head", "--out", str(out2), "--no-report", "--workers", "1",
+                 "-q"]) == 0  # fmt: skip
+    assert "atypical_model" not in json.loads((out2 / f"{stem}.summary.json").read_text())
+    assert "atypical_model" not in (out2 / f"{stem}.csv").read_text().splitlines()[0]

@@ -75,8 +75,9 @@ def _resolved(models: Models, key: str) -> tuple[Any, Any]:
         classifier = models.classifier
         if classifier is None:
             from ..classify import load_classifier
+            from ..classify.atypical import attach_atypical_model
 
-            classifier = load_classifier()
+            classifier = attach_atypical_model(load_classifier())  # + bundled atypical model
         if models.torch_threads:
             from ..detect.parallel import cap_threads
 

@@ -63,7 +63,8 @@ def detect_slide(
         Stage 1; default ``get_proposer("classical")``.
     classifier : Classifier, optional
         Stage 2 (``predict_candidates``, ``input_mpp``, ``threshold``, ...); default: the
-        bundled model (``mitoscope.classify.load_classifier()``).
+        bundled model (``mitoscope.classify.load_classifier()``), with the bundled dedicated
+        atypical model when it is installed (:mod:`mitoscope.classify.atypical`).
     config : DetectConfig, optional
     out_dir : path, optional
         Write ``<stem>.geojson``, ``.midog.json``, ``.csv``, ``.summary.json`` and
@@ -107,8 +108,9 @@ def detect_slide(
         use_cascade = classifier is None or screen is not None
     if classifier is None:
         from ..classify import load_classifier
+        from ..classify.atypical import attach_atypical_model
 
-        classifier = load_classifier()
+        classifier = attach_atypical_model(load_classifier())  # + the bundled atypical model
     if not use_cascade:
         screen = None
     elif screen is None or isinstance(screen, (str, Path)):
@@ -320,6 +322,7 @@ def run_slide(
         seconds=seconds,
         counts=counts,
         stats=stats,
+        atypical_model=str(getattr(classifier, "atypical_source", "") or ""),
     )
     return SlideRun(result=result, tissue=tissue)
 
