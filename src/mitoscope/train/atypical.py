@@ -250,7 +250,9 @@ def load_amibr_crops(
     cpath = _crops_cache_path(root, mpp, size_px, limit, cache_dir) if use_cache else None
     if cpath is not None and cpath.is_file():
         with np.load(cpath, allow_pickle=False) as z:
-            return CropSet(**{k: z[k] for k in _CROP_ARRAYS}, meta=json.loads(str(z["meta"])))
+            return CropSet(
+                **{k: z[f"col_{k}"] for k in _CROP_ARRAYS}, meta=json.loads(str(z["meta"]))
+            )
     df = pd.read_csv(root / "labels.csv")
     need = {"file", "label", "slide", "dataset", "expert1_atypical", "expert2_atypical",
             "expert3_atypical"}  # fmt: skip
@@ -302,7 +304,7 @@ def load_amibr_crops(
         cpath.parent.mkdir(parents=True, exist_ok=True)
         tmp = cpath.with_name(f".{cpath.name}.tmp{os.getpid()}.npz")
         np.savez(tmp, meta=np.array(json.dumps(crops.meta)),
-                 **{k: getattr(crops, k) for k in _CROP_ARRAYS})  # fmt: skip
+                 **{f"col_{k}": getattr(crops, k) for k in _CROP_ARRAYS})  # fmt: skip
         os.replace(tmp, cpath)
     return crops
 
