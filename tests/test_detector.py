@@ -321,3 +321,16 @@ def test_detect_several_inputs_mode_detector(tmp_path: Path) -> None:
         s = json.loads((out / f"{c.stem}.summary.json").read_text())
         assert s["proposer"] == "detector" and s["atypical_ratio"] is None
     assert (out / "cohort_summary.csv").is_file()
+
+
+def test_candidates_cli_with_the_detector(tmp_path: Path) -> None:
+    import csv
+
+    path = _save(_tiny_detector(proposer_threshold=0.0), tmp_path / "d.pt")
+    crop = shared_file("amibr-train", "Normal", "MIDOG21_10.png")
+    out = tmp_path / "c.csv"
+    argv = ["candidates", str(crop), "--mpp", "0.25", "--proposer", "detector", "--detector",
+            str(path), "--all-tiles", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert rows and all(0 <= float(r["x_px"]) < 128 and 0 <= float(r["y_px"]) < 128 for r in rows)
