@@ -74,7 +74,13 @@ def variant_config(name: str) -> dict:
         name, size = name.split("@")
         if size != "96":
             raise SystemExit(f"unknown input size in {name!r}@{size}: only @96")
-        ctx = {"arch": "effnet_lite0_96", "init_from": None, "freeze_bn": False, "lr": 1e-3, "epochs": 7}
+        ctx = {
+            "arch": "effnet_lite0_96",
+            "init_from": None,
+            "freeze_bn": False,
+            "lr": 1e-3,
+            "epochs": 7,
+        }
     if name == "tissue":
         return ctx
     parts = name.split("+")
