@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, ModelLoadError
-from .checkpoint import Field, read_checkpoint
+from .checkpoint import Field, read_checkpoint, write_members_blob
 
 FORMAT = "mitoscope-atypical"
 VERSION = 1
@@ -96,20 +96,8 @@ def save_atypical_model(
     name: str | None = None,
 ) -> Path:
     """Write a dedicated atypical checkpoint atomically (members stored as float16)."""
-    import torch
-
-    from ..io.atomic import atomic_path
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    half = [
-        {
-            k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
-            for k, v in sd.items()
-        }
-        for sd in members
-    ]
-    blob = {
+    fields = {
         "format": FORMAT,
         "version": VERSION,
         "name": name or path.stem,
@@ -118,12 +106,8 @@ def save_atypical_model(
         "patch_size_px": int(patch_size_px),
         "threshold": float(threshold),
         "tta_views": int(tta_views),
-        "members": half,
-        "card": card or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-    return path
+    return write_members_blob(path, fields, members, card)
 
 
 @dataclass
@@ -494,19 +478,15 @@ class WithAtypicalModel:
         atypical_min_mf: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score every candidate of an image at :attr:`input_mpp` (candidates in image px)."""
-        from .patches import extract_patches
+        from .patches import predict_candidates
 
-        if len(candidates) == 0:
-            return np.zeros(0), np.zeros(0)
-        patches, masks = extract_patches(
+        return predict_candidates(
+            self,
             image,
-            candidates.x_px,
-            candidates.y_px,
+            candidates,
             self.cut_size_px,
-            candidates=candidates if self.uses_mask else None,
-        )
-        return self.predict_patches(
-            patches, masks, batch_size=batch_size, atypical_min_mf=atypical_min_mf
+            batch_size=batch_size,
+            atypical_min_mf=atypical_min_mf,
         )
 
 

@@ -159,6 +159,32 @@ def save_checkpoint(
     atypical_views: int = 1,
 ) -> Path:
     """Write a classifier checkpoint (atomic: temporary file, then rename)."""
+    path = Path(path)
+    fields = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": name or path.stem,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs),
+        "input_mpp": float(input_mpp),
+        "patch_size_px": int(patch_size_px),
+        "threshold": float(threshold),
+        "atypical_threshold": float(atypical_threshold),
+        "has_atypical": bool(has_atypical),
+        "atypical_views": int(atypical_views),
+    }
+    return write_members_blob(path, fields, members, card)
+
+
+def write_members_blob(
+    path: str | Path,
+    fields: dict[str, Any],
+    members: list[dict[str, Any]],
+    card: dict[str, Any] | None,
+) -> Path:
+    """Write ``fields`` plus the ensemble ``members`` (float tensors stored as float16) and the
+    ``card`` with ``torch.save``, atomically (temporary file, then rename). Shared by the
+    classifier and the dedicated atypical model checkpoints."""
     import torch
 
     from ..io.atomic import atomic_path
@@ -172,21 +198,7 @@ def save_checkpoint(
         }
         for sd in members
     ]
-    blob = {
-        "format": FORMAT,
-        "version": VERSION,
-        "name": name or path.stem,
-        "arch": arch,
-        "arch_kwargs": dict(arch_kwargs),
-        "input_mpp": float(input_mpp),
-        "patch_size_px": int(patch_size_px),
-        "threshold": float(threshold),
-        "atypical_threshold": float(atypical_threshold),
-        "has_atypical": bool(has_atypical),
-        "atypical_views": int(atypical_views),
-        "members": half,
-        "card": card or {},
-    }
+    blob = {**fields, "members": half, "card": card or {}}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
     return path
@@ -202,4 +214,5 @@ __all__ = [
     "default_model_path",
     "read_checkpoint",
     "save_checkpoint",
+    "write_members_blob",
 ]

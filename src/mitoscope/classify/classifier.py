@@ -283,19 +283,15 @@ class Classifier:
         atypical_min_mf: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Score every candidate of an image at :attr:`input_mpp` (candidates in image px)."""
-        from .patches import extract_patches
+        from .patches import predict_candidates
 
-        if len(candidates) == 0:
-            return np.zeros(0), np.zeros(0)
-        patches, masks = extract_patches(
+        return predict_candidates(
+            self,
             image,
-            candidates.x_px,
-            candidates.y_px,
+            candidates,
             self.patch_size_px,
-            candidates=candidates if self.uses_mask else None,
-        )
-        return self.predict_patches(
-            patches, masks, batch_size=batch_size, atypical_min_mf=atypical_min_mf
+            batch_size=batch_size,
+            atypical_min_mf=atypical_min_mf,
         )
 
     # ------------------------------------------------------------------ persistence

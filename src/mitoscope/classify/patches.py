@@ -7,6 +7,8 @@ reflect are padded with white (glass).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -145,3 +147,29 @@ def centre_crop(arr: np.ndarray, size_px: int, *, axes: tuple[int, int] = (1, 2)
     sl[axes[0]] = slice(y0, y0 + size_px)
     sl[axes[1]] = slice(x0, x0 + size_px)
     return arr[tuple(sl)]
+
+
+def predict_candidates(
+    model: Any,
+    image: np.ndarray,
+    candidates: Candidates,
+    size_px: int,
+    *,
+    batch_size: int = 256,
+    atypical_min_mf: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``size_px`` patches (with masks when ``model.uses_mask``) at every candidate of an
+    image (candidates in image px) and score them with ``model.predict_patches``: the one
+    candidate-scoring path of the classifier and of a classifier with a dedicated atypical model."""
+    if len(candidates) == 0:
+        return np.zeros(0), np.zeros(0)
+    patches, masks = extract_patches(
+        image,
+        candidates.x_px,
+        candidates.y_px,
+        size_px,
+        candidates=candidates if model.uses_mask else None,
+    )
+    return model.predict_patches(
+        patches, masks, batch_size=batch_size, atypical_min_mf=atypical_min_mf
+    )
