@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from .train import default_data_dir, load_config
 
 CACHE_VERSION = 1
 DATA_LICENCE = (
@@ -44,17 +45,11 @@ DATA_LICENCE = (
 )
 
 
-def _default_data_dir() -> str:
-    env = os.environ.get("MITOSCOPE_SHARED_DATA")
-    base = Path(env) if env else Path.cwd().parent / "shared" / "data"
-    return str(base / "amibr-train")
-
-
 @dataclass(frozen=True)
 class AtypicalConfig:
     """Everything that defines a dedicated atypical training run."""
 
-    data_dir: str = field(default_factory=_default_data_dir)
+    data_dir: str = field(default_factory=default_data_dir)
     arch: str = "effnet_lite0"
     pretrained: bool = True
     input_mpp: float = 0.25
@@ -133,24 +128,10 @@ class AtypicalConfig:
 
 
 def load_atypical_config(path: str | Path) -> dict[str, Any]:
-    """The ``[atypical]`` table of a TOML file (or its top level) as config fields."""
-    import tomllib
-
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInputError(f"config file not found: {p}")
-    if p.suffix.lower() != ".toml":
-        raise InvalidInputError(f"config must be a .toml file, got {p.name}")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read config {p.name}: {type(exc).__name__}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInputError(f"{p.name} is not valid TOML: {exc}") from None
-    data = data.get("atypical", data)
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{p.name} must hold an [atypical] table")
-    return coerce_config(data, where=p.name)
+    """The ``[atypical]`` table of a TOML or YAML file (or its top level) as config fields
+    (read by :func:`~mitoscope.train.train.load_config`, then checked by :func:`coerce_config`)."""
+    data = load_config(path, cls=AtypicalConfig, table="atypical")
+    return coerce_config(data, where=Path(path).name)
 
 
 def coerce_config(data: dict[str, Any], *, where: str = "config") -> dict[str, Any]:

@@ -37,9 +37,9 @@ from ..errors import InvalidInputError
 
 
 def _default_amibr() -> tuple[dict[str, Any], ...]:
-    from .train import _default_data_dir
+    from .train import default_data_dir
 
-    return ({"type": "amibr", "path": _default_data_dir()},)
+    return ({"type": "amibr", "path": default_data_dir()},)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,9 @@ def data_licences(samples: SampleSet, cfg: TrainConfig) -> tuple[str, bool]:
     return "; ".join(parts), bool(tis.any())
 
 
-def _default_data_dir() -> str:
+def default_data_dir() -> str:
+    """The AMi-Br training crops of the shared data folder ($MITOSCOPE_SHARED_DATA, else
+    ../shared/data from the working directory)."""
     env = os.environ.get("MITOSCOPE_SHARED_DATA")
     base = Path(env) if env else Path.cwd().parent / "shared" / "data"
     return str(base / "amibr-train")
@@ -60,7 +62,7 @@ class TrainConfig:
     """Everything that defines a training run (frozen; build variants with ``replace``)."""
 
     data: str = "amibr"
-    data_dir: str = field(default_factory=_default_data_dir)
+    data_dir: str = field(default_factory=default_data_dir)
     # label sources ([[train.sources]] tables, see train.sources); when given they replace
     # data / data_dir / tissue_dir
     sources: tuple[dict[str, Any], ...] = ()
