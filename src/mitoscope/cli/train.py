@@ -89,14 +89,7 @@ def train_cmd(
         "atypical_tta": atypical_tta,
     }
     if seeds is not None:
-        try:
-            overrides["seeds"] = tuple(int(s) for s in seeds.split(",") if s.strip())
-        except ValueError:
-            from ..errors import InvalidInputError
-
-            raise InvalidInputError(
-                f"--seeds must be comma-separated integers, got {seeds!r}"
-            ) from None
+        overrides["seeds"] = parse_seeds(seeds)
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     if no_mask:
         cfg = replace(cfg, use_mask=False)
@@ -115,6 +108,18 @@ def train_cmd(
     check_writable(Path(cfg.out))  # before any work: a run must not fail at its last step
     result = train(cfg)
     typer.echo(json.dumps({"out": str(result.path), **result.metrics}, default=float))
+
+
+def parse_seeds(seeds: str) -> tuple[int, ...]:
+    """The ``--seeds`` option (comma-separated integers) as a tuple; a clear error otherwise."""
+    try:
+        return tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"--seeds must be comma-separated integers, got {seeds!r}"
+        ) from None
 
 
 def check_writable(out: Path) -> None:

@@ -48,7 +48,6 @@ def train_atypical_cmd(
     import json
     from dataclasses import replace
 
-    from ..errors import InvalidInputError
     from ..train.atypical import (
         AtypicalConfig,
         coerce_config,
@@ -56,7 +55,7 @@ def train_atypical_cmd(
         render_atypical_card,
         train_atypical,
     )
-    from .train import check_writable
+    from .train import check_writable, parse_seeds
 
     fields = load_atypical_config(config) if config is not None else {}
     overrides = {
@@ -72,12 +71,7 @@ def train_atypical_cmd(
         "limit_crops": limit_crops,
     }
     if seeds is not None:
-        try:
-            overrides["seeds"] = tuple(int(s) for s in seeds.split(",") if s.strip())
-        except ValueError:
-            raise InvalidInputError(
-                f"--seeds must be comma-separated integers, got {seeds!r}"
-            ) from None
+        overrides["seeds"] = parse_seeds(seeds)
     fields.update({k: v for k, v in overrides.items() if v is not None})
     cfg = AtypicalConfig(**coerce_config(fields, where="options"))
     if fast_dev_run:
