@@ -23,6 +23,12 @@ Checkpoint (``torch.save``, loaded with ``weights_only=True``)::
     {"format": "mitoscope-atypical", "version": 1, "name": ..., "arch": "effnet_lite0",
      "input_mpp": 0.25, "patch_size_px": 128, "threshold": ..., "tta_views": 8,
      "members": [state_dict (float16), ...], "card": {...}}
+
+Over 400 lines: the dedicated model's checkpoint (write, read, check), the :class:`AtypicalModel`
+that scores patches and the :class:`WithAtypicalModel` wrapper that puts it behind the classifier
+protocol are one feature, reached by detection, ``classify`` and training through this module's
+names. A future split would move the wrapper (:class:`WithAtypicalModel`,
+:func:`attach_atypical_model`, :func:`atypical_source`, about 200 lines) into its own module.
 """
 
 from __future__ import annotations

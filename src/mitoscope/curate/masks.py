@@ -23,6 +23,13 @@ adjusted box, and the masks were reviewed. Here, per label:
 Images are read in windows of ``window_um`` around label clusters at ``work_mpp`` (SAM encodes
 each window once). Everything is in level-0 pixels of each image; sizes in micrometres
 converted with the image's own pixel size.
+
+Over 400 lines: the ``curate masks`` pipeline (prompt boxes, SAM or classical first mask, quality
+checks, second prompt, per-label result) shares :class:`MaskConfig` and :class:`LabelMask` with its
+comparison against reference outlines and its three writers (GeoJSON, table, SlideRunner). A future
+split would move the writers (``masks_feature_collection`` .. ``write_masks_sliderunner``, about
+165 lines) and the outline comparison (``polygon_iou``, ``compare_to_outlines``, about 65 lines)
+into their own modules.
 """
 
 from __future__ import annotations

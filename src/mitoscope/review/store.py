@@ -11,6 +11,11 @@ reviewers answering at once never overwrite each other.
 An item is *open* until a human answered it; an item whose latest answer is "equivocal" and
 that only one human answered goes to the ``second`` queue, which the first reviewer never
 sees; after a second reviewer it is done.
+
+Over 400 lines: :class:`ReviewStore` (about 340 lines) is the one owner of the run database's
+review state: every query and every answer transaction goes through it, so the locking and WAL
+rules stay in one class. A future split would separate the read-only queue queries from the answer
+transactions.
 """
 
 from __future__ import annotations

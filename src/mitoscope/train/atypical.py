@@ -19,6 +19,12 @@ Recipe (each part a config key of :class:`AtypicalConfig`, ``configs/atypical.to
   ``tta_views`` dihedral views) are chosen on the validation slides only;
 - several ``seeds`` form an ensemble (probabilities averaged). Finished members are cached
   (``cache_dir``), so an interrupted run or a cross-validation resumes where it stopped.
+
+Over 400 lines: the dedicated atypical classifier's whole training recipe (config, AMi-Br crops and
+their cache, sampling and augmentation, member training, threshold and epoch choice on validation
+slides, model card) in one place, as :mod:`mitoscope.train.train` is for the classifier. A future
+split would move the data side (:class:`CropSet`, ``load_amibr_crops``, ``sampling_weights``,
+``augment_batch``, about 150 lines) into its own module.
 """
 
 from __future__ import annotations

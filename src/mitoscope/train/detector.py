@@ -20,6 +20,11 @@ flipped / rotated and stain-jittered. The split is by slide, exactly as the clas
 validation scenes only: ``threshold`` maximises F1 (MIDOG matching within 7.5 um) and
 ``proposer_threshold`` is the highest score that keeps ``proposer_recall`` of the validation
 figures (recall first, for candidates handed to a classifier).
+
+Over 400 lines: the detector's training (config, scenes from the label sources, the tile dataset,
+the Lightning module, the threshold sweep on validation slides, licences and checkpoint) is one
+recipe around :class:`DetectorTrainConfig` and :class:`SceneSet`. A future split would move the
+scene builders (``_amibr_scenes`` .. ``build_scenes``, about 160 lines) into their own module.
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ mask is the proposer object nearest to it within ``match_um``; when the proposer
 there a disc of radius 3 um is used (counted in ``SampleSet.meta["mask_fallbacks"]``).
 The negative:positive ratio is applied when sampling batches
 (:func:`mitoscope.train.data.make_sampler`), so the cache keeps every candidate.
+
+Over 400 lines: :class:`SampleSet` (the training table every source produces), its save / load /
+concatenation, and the builders that share its column layout and the proposer-negative rule (AMi-Br
+crops, labelled images, ordinary-tissue negatives). A future split would move the ordinary-tissue
+builders (``read_tissue_index`` .. ``build_tissue_samples``, about 75 lines) and the AMi-Br builder
+into their own modules.
 """
 
 from __future__ import annotations

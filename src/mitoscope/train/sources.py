@@ -29,6 +29,13 @@ Rules (sizes in micrometres, converted with each image's pixel size):
 - Labelled objects larger than :data:`MAX_OBJECT_UM` (region / ROI annotations) are ignored.
 - Slide names are ``<source name>/<image stem>`` (tissue: ``tissue/<organ>/<stem>``) so
   slide-grouped splits never mix sources.
+
+Over 1,000 lines, the largest module: the source registry, the config checks, image resolution and
+windowing, the per-format label adapters and the cached builders all work on the one source spec
+dict and :class:`BuildOptions`. The clean cuts for a future split: the config checks (``_coerce``
+.. ``parse_source_arg``, about 200 lines) into ``train/source_config.py``, and the per-format label
+adapters (``_labelled`` .. ``source_labels``, about 110 lines) with image resolution into
+``train/source_labels.py``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ Stage 2 (Fick et al.): the encoder is frozen; the atypical head is refitted on m
 only, with normal and atypical figures balanced, on features of ``atypical_views`` augmented
 views of each training figure. Decision thresholds are chosen on the held-out validation
 slides only. Several seeds form an ensemble (probabilities averaged).
+
+Over 400 lines: the classifier's training recipe (config and config files, slide-grouped split,
+samples, both stages, thresholds, evaluation, checkpoint and card) read top to bottom in one
+module, and the other trainers reuse its config loader and split. A future split would move
+:class:`TrainConfig` with ``load_config`` (about 180 lines) into ``train/config.py``.
 """
 
 from __future__ import annotations
