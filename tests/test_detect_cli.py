@@ -88,7 +88,11 @@ def check_outputs(out: Path, stem: str, *, width: int, height: int, mpp: float) 
     # CSV: one row per mitosis with exactly the documented columns
     with open(out / f"{stem}.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == CSV_COLUMNS
+    # + the dedicated atypical model's name when one made the atypical calls (the bundled one)
+    at_model = summary.get("atypical_model")
+    assert rows[0] == CSV_COLUMNS + (["atypical_model"] if at_model else [])
+    if at_model:
+        assert all(r[-1] == at_model for r in rows[1:])
     assert len(rows) - 1 == n
     for r in rows[1:]:
         assert float(r[2]) == pytest.approx(float(r[0]) * mpp, abs=0.01)
