@@ -38,12 +38,11 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .registration import (
-    CHANNELS,
     MARGIN_UM,
-    METHODS,
     PATCH_UM,
     PointTransfer,
-    transfer_points,
+    check_transfer_settings,
+    transfer_with,
 )
 from .transfer_out import OutLabel, check_out_dir, write_transfer_outputs
 
@@ -76,12 +75,8 @@ class PHH3Config:
     seed: int = 0
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise InvalidInputError(f"--method must be one of {', '.join(METHODS)}")
-        if self.channel not in CHANNELS:
-            raise InvalidInputError(f"--channel must be one of {', '.join(CHANNELS)}")
-        for name in ("dab_threshold", "min_area_um2", "max_area_um2", "detect_mpp", "patch_um",
-                     "margin_um", "max_scale_change"):  # fmt: skip
+        check_transfer_settings(self)
+        for name in ("dab_threshold", "min_area_um2", "max_area_um2", "detect_mpp"):
             v = float(getattr(self, name))
             if not math.isfinite(v) or v <= 0:
                 raise InvalidInputError(f"{name} must be a positive number, got {v}")
@@ -246,11 +241,7 @@ def curate_phh3(
                 "pHH3 slide? lower --dab-threshold if the stain is faint"
             )
         xy = np.column_stack([objects.x, objects.y])
-        moved = transfer_points(
-            ph_r, he_r, xy, patch=cfg.patch, size_um=cfg.patch_um, margin_um=cfg.margin_um,
-            method=cfg.method, channel=cfg.channel, max_scale_change=cfg.max_scale_change,
-            seed=cfg.seed,
-        )  # fmt: skip
+        moved = transfer_with(cfg, ph_r, he_r, xy)
         hi = he_r.info
         labels: list[OutLabel] = []
         outside = 0

@@ -552,7 +552,31 @@ def check_points_in_slide(xy: np.ndarray, info: Any, what: str = "labels") -> No
         )
 
 
+def check_transfer_settings(cfg: Any) -> None:
+    """Check the registration settings a ``curate`` config carries (``method``, ``channel``,
+    ``patch_um``, ``margin_um``, ``max_scale_change``); one clear error for the first bad one."""
+    if cfg.method not in METHODS:
+        raise InvalidInputError(f"--method must be one of {', '.join(METHODS)}")
+    if cfg.channel not in CHANNELS:
+        raise InvalidInputError(f"--channel must be one of {', '.join(CHANNELS)}")
+    for name in ("patch_um", "margin_um", "max_scale_change"):
+        v = float(getattr(cfg, name))
+        if not math.isfinite(v) or v <= 0:
+            raise InvalidInputError(f"{name} must be a positive number, got {v}")
+
+
+def transfer_with(cfg: Any, moving: Any, fixed: Any, xy: np.ndarray) -> PointTransfer:
+    """:func:`transfer_points` with the registration settings of a ``curate`` config."""
+    return transfer_points(
+        moving, fixed, xy, patch=cfg.patch, size_um=cfg.patch_um, margin_um=cfg.margin_um,
+        method=cfg.method, channel=cfg.channel, max_scale_change=cfg.max_scale_change,
+        seed=cfg.seed,
+    )  # fmt: skip
+
+
 __all__ = [
+    "check_transfer_settings",
+    "transfer_with",
     "CHANNELS",
     "METHODS",
     "MODELS",

@@ -38,13 +38,12 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..types import Region
 from .registration import (
-    CHANNELS,
     MARGIN_UM,
-    METHODS,
     PATCH_UM,
     PointTransfer,
     check_points_in_slide,
-    transfer_points,
+    check_transfer_settings,
+    transfer_with,
 )
 from .transfer_out import IGNORE, OutLabel, check_out_dir, write_transfer_outputs
 
@@ -75,10 +74,7 @@ class RescanConfig:
     seed: int = 0
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise InvalidInputError(f"--method must be one of {', '.join(METHODS)}")
-        if self.channel not in CHANNELS:
-            raise InvalidInputError(f"--channel must be one of {', '.join(CHANNELS)}")
+        check_transfer_settings(self)
         if self.min_probability is not None and not 0.0 <= self.min_probability <= 1.0:
             raise InvalidInputError(
                 f"--min-probability must be in [0, 1], got {self.min_probability}"
@@ -87,10 +83,6 @@ class RescanConfig:
             raise InvalidInputError(
                 f"--sharpness-ratio must be in (0, 1], got {self.sharpness_ratio}"
             )
-        for name in ("patch_um", "margin_um", "max_scale_change"):
-            v = float(getattr(self, name))
-            if not math.isfinite(v) or v <= 0:
-                raise InvalidInputError(f"{name} must be a positive number, got {v}")
 
 
 @dataclass
@@ -206,11 +198,7 @@ def curate_rescan(
         ann = labels_for_slide(read_annotations(labels), src.info.path.name, labels)
         xy = ann.points()
         check_points_in_slide(xy, src.info, what=f"labels in {Path(labels).name}")
-        moved = transfer_points(
-            src, tgt, xy, patch=cfg.patch, size_um=cfg.patch_um, margin_um=cfg.margin_um,
-            method=cfg.method, channel=cfg.channel, max_scale_change=cfg.max_scale_change,
-            seed=cfg.seed,
-        )  # fmt: skip
+        moved = transfer_with(cfg, src, tgt, xy)
         ti = tgt.info
         inside = (
             (moved.xy[:, 0] >= 0)
