@@ -254,22 +254,10 @@ def _labelled_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[S
 
 def build_scenes(sources: Any, *, mpp: float = 0.25, progress: bool = True) -> SceneSet:
     """The scenes of every source (labelled sources' labels and images checked first)."""
-    from .sources import LABEL_READERS, check_source_images, source_labels, validate_sources
+    from .sources import check_source_labels, validate_sources
 
     specs = validate_sources(sources)
-    n_mf = 0
-    for spec in specs:  # fail before any work: labels, images, pixel sizes, positions
-        if spec["type"] in LABEL_READERS:
-            lab = source_labels(spec)
-            check_source_images(lab)
-            n_mf += lab.counts()["mitotic_figures"]
-        elif spec["type"] == "amibr":
-            n_mf += 1  # every crop is centred on a mitotic figure
-    if n_mf == 0:
-        raise InvalidInputError(
-            "the training sources have no labelled mitotic figures; add a labelled source "
-            "(amibr, midogpp, sliderunner, geojson or csv)"
-        )
+    check_source_labels(specs)  # fail before any work: labels, images, pixel sizes, positions
     scenes: list[Scene] = []
     summary = []
     for spec in specs:

@@ -980,6 +980,27 @@ def tissue_images(spec: dict[str, Any]) -> list[tuple[Path, float, str, str]]:
 
 
 # -- all sources -----------------------------------------------------------------------------
+def check_source_labels(specs: list[dict[str, Any]]) -> dict[str, LabelledImages]:
+    """Read and check the labels, images, pixel sizes and positions of every labelled source
+    (validated ``specs``) before any work; the labels by source name. Raises
+    :class:`~mitoscope.errors.InvalidInputError` when no source holds a mitotic figure."""
+    n_mf = 0
+    labs: dict[str, LabelledImages] = {}
+    for spec in specs:
+        if spec["type"] in LABEL_READERS:
+            lab = labs[spec["name"]] = source_labels(spec)
+            check_source_images(lab)
+            n_mf += lab.counts()["mitotic_figures"]
+        elif spec["type"] == "amibr":
+            n_mf += 1  # every crop is centred on a mitotic figure
+    if n_mf == 0:
+        raise InvalidInputError(
+            "the training sources have no labelled mitotic figures (positives); add a labelled "
+            "source (amibr, midogpp, sliderunner, geojson or csv)"
+        )
+    return labs
+
+
 def build_source_samples(
     sources: Any,
     *,
@@ -999,20 +1020,7 @@ def build_source_samples(
     opts = BuildOptions(
         mpp=mpp, size_px=size_px, proposer=proposer, cache_dir=cache_dir, progress=progress
     )
-    n_mf = 0
-    labs: dict[str, LabelledImages] = {}
-    for spec in specs:  # labels, images, pixel sizes and positions first: fail before any work
-        if spec["type"] in LABEL_READERS:
-            lab = labs[spec["name"]] = source_labels(spec)
-            check_source_images(lab)
-            n_mf += lab.counts()["mitotic_figures"]
-        elif spec["type"] == "amibr":
-            n_mf += 1  # every crop is centred on a mitotic figure
-    if n_mf == 0:
-        raise InvalidInputError(
-            "the training sources have no labelled mitotic figures (positives); add a labelled "
-            "source (amibr, midogpp, sliderunner, geojson or csv)"
-        )
+    labs = check_source_labels(specs)
     parts = []
     summary = []
     for spec in specs:
