@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -226,7 +226,6 @@ def build_he_mosaic_slide(
     Path
         ``path``.
     """
-    import tifffile
 
     path = Path(path)
     if width <= 0 or height <= 0:
@@ -253,6 +252,41 @@ def build_he_mosaic_slide(
         and levels[-1] * LEVEL_FACTOR <= CELL_PX // 2
     ):
         levels.append(levels[-1] * LEVEL_FACTOR)
+    return _write_pyramid(
+        path,
+        width=width,
+        height=height,
+        levels=levels,
+        tile=tile,
+        mpp=mpp,
+        comp=comp,
+        description=(
+            f"mitoscope synthetic mosaic of real H&E crops (AMi-Br); "
+            f"mpp={mpp}; seed={seed}; tissue_fraction={tissue_fraction}"
+        ),
+        level_tiles=lambda ds, lw, lh: _level_tiles(
+            index, orient, crops, ds=ds, level_w=lw, level_h=lh, tile=tile
+        ),
+    )
+
+
+def _write_pyramid(
+    path: Path,
+    *,
+    width: int,
+    height: int,
+    levels: list[int],
+    tile: int,
+    mpp: float,
+    comp: dict,
+    description: str,
+    level_tiles: Callable[[int, int, int], Iterator[np.ndarray]],
+) -> Path:
+    """Write a tiled pyramidal BigTIFF atomically (temporary file, then rename): one page per
+    downsample in ``levels`` from ``level_tiles(ds, level_w, level_h)``, the pixel size and
+    ``description`` on level 0."""
+    import tifffile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -264,13 +298,10 @@ def build_he_mosaic_slide(
                     extra = {
                         "resolution": (1e4 / mpp, 1e4 / mpp),
                         "resolutionunit": "CENTIMETER",
-                        "description": (
-                            f"mitoscope synthetic mosaic of real H&E crops (AMi-Br); "
-                            f"mpp={mpp}; seed={seed}; tissue_fraction={tissue_fraction}"
-                        ),
+                        "description": description,
                     }
                 tw.write(
-                    _level_tiles(index, orient, crops, ds=ds, level_w=lw, level_h=lh, tile=tile),
+                    level_tiles(ds, lw, lh),
                     shape=(lh, lw, 3),
                     dtype=np.uint8,
                     tile=(tile, tile),
@@ -582,7 +613,6 @@ def build_tissue_slide(
     Path
         ``path``.
     """
-    import tifffile
 
     path = Path(path)
     mpp = validate_mpp(mpp)
@@ -625,49 +655,31 @@ def build_tissue_slide(
         and s % (levels[-1] * LEVEL_FACTOR) == 0
     ):
         levels.append(levels[-1] * LEVEL_FACTOR)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tifffile.TiffWriter(str(tmp), bigtiff=True) as tw:
-            for ds in levels:
-                lw, lh = math.ceil(width / ds), math.ceil(height / ds)
-                level = _TissueLevel(
-                    images, index, orient, field, thr, grid_px=grid_px, ds=ds, glass=glass
-                )
-                extra: dict = {}
-                if ds == 1:
-                    extra = {
-                        "resolution": (1e4 / mpp, 1e4 / mpp),
-                        "resolutionunit": "CENTIMETER",
-                        "description": (
-                            f"mitoscope synthetic slide of real tissue (MoNuSeg, "
-                            f"../shared/data/tissue) in islands on glass; mpp={mpp}; "
-                            f"seed={seed}; tissue_mm2={built_mm2:.3f}; "
-                            f"n_islands={n_islands}"
-                        ),
-                    }
-                tiles = (
-                    level.tile(tx * tile, ty * tile, tile, lw, lh)
-                    for ty in range(math.ceil(lh / tile))
-                    for tx in range(math.ceil(lw / tile))
-                )
-                tw.write(
-                    tiles,
-                    shape=(lh, lw, 3),
-                    dtype=np.uint8,
-                    tile=(tile, tile),
-                    photometric="rgb",
-                    subfiletype=0 if ds == 1 else 1,
-                    metadata=None,
-                    compression="jpeg",
-                    compressionargs={"level": int(quality)},
-                    **extra,
-                )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+    def tiles(ds: int, lw: int, lh: int) -> Iterator[np.ndarray]:
+        level = _TissueLevel(images, index, orient, field, thr, grid_px=grid_px, ds=ds, glass=glass)
+        return (
+            level.tile(tx * tile, ty * tile, tile, lw, lh)
+            for ty in range(math.ceil(lh / tile))
+            for tx in range(math.ceil(lw / tile))
+        )
+
+    return _write_pyramid(
+        path,
+        width=width,
+        height=height,
+        levels=levels,
+        tile=tile,
+        mpp=mpp,
+        comp={"compression": "jpeg", "compressionargs": {"level": int(quality)}},
+        description=(
+            f"mitoscope synthetic slide of real tissue (MoNuSeg, "
+            f"../shared/data/tissue) in islands on glass; mpp={mpp}; "
+            f"seed={seed}; tissue_mm2={built_mm2:.3f}; "
+            f"n_islands={n_islands}"
+        ),
+        level_tiles=tiles,
+    )
 
 
 def tissue_slide_file_name(tissue_mm2: float, *, seed: int = 0, **options: object) -> str:
