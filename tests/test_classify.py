@@ -196,7 +196,9 @@ def test_classify_cli_with_tiny_model(tmp_path):
         paths.append(str(p))
     tiny = _tiny_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / "out.csv"
-    assert main(["classify", *paths, "--model", str(tiny), "--mpp", "0.23", "--out", str(out)]) == 0
+    # the tiny model's own atypical head (the bundled dedicated model: tests/test_atypical.py)
+    args = ["classify", *paths, "--model", str(tiny), "--mpp", "0.23", "--out", str(out)]
+    assert main([*args, "--atypical-model", "head"]) == 0
     lines = out.read_text().strip().splitlines()
     assert lines[0] == "file,mf_probability,is_mitosis,atypical_probability,is_atypical"
     assert len(lines) == 4
