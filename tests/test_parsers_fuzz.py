@@ -280,3 +280,31 @@ def test_error_messages_are_one_line() -> None:
         _check(__import__("mitoscope.io.csvpoints", fromlist=["x"]).read_csv_points, p, mpp=0.25)
     finally:
         p.unlink()
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"images": [{"id": "inf", "file_name": "a"}], "annotations": [], "categories": []},
+        {
+            "images": [{"id": 1, "file_name": "a"}],
+            "annotations": [{"bbox": [0, 0, 50, 50], "category_id": "inf", "image_id": 1}],
+            "categories": [{"id": 1, "name": "mitotic figure"}],
+        },
+        {
+            "images": [{"id": 1, "file_name": "a"}],
+            "annotations": [{"bbox": [0, 0, 50, 50], "category_id": 1, "image_id": "inf"}],
+            "categories": [{"id": 1, "name": "mitotic figure"}],
+        },
+    ],
+)
+def test_midogpp_infinite_ids_are_one_line_errors(doc: dict, tmp_path) -> None:
+    """Found by the 100,000-example run: an id of Infinity raised OverflowError."""
+    from mitoscope.errors import InvalidInputError
+    from mitoscope.io.midog import read_midogpp_json
+
+    text = json.dumps(doc).replace('"inf"', "Infinity")  # JSON as Python's json writes inf
+    p = tmp_path / "x.json"
+    p.write_text(text)
+    with pytest.raises(InvalidInputError):
+        read_midogpp_json(p)

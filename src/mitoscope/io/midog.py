@@ -177,7 +177,7 @@ def _parse_midogpp(p: Path, bbox_format: str) -> PointAnnotations:
         cat_name = {int(c["id"]): str(c["name"]) for c in categories}
         img_by_id: dict[int, dict[str, Any]] = {int(im["id"]): im for im in images}
         names_all = [str(im["file_name"]) for im in images]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: an id of inf
         raise InvalidInputError(
             f"{p.name}: malformed image or category entry ({type(exc).__name__}: {exc}); each "
             "image needs 'id' and 'file_name', each category 'id' and 'name'"
@@ -193,7 +193,7 @@ def _parse_midogpp(p: Path, bbox_format: str) -> PointAnnotations:
         image_id = np.array([a["image_id"] for a in annotations], dtype=np.int64).reshape(n)
         image = [str(img_by_id[i]["file_name"]) for i in image_id.tolist()]
         ok = bool(np.isin(cat, list(cat_name)).all())
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         _raise_first_bad_annotation(p.name, annotations, img_by_id, cat_name)
@@ -259,7 +259,7 @@ def _raise_first_bad_annotation(
                 f"{name}: annotation #{i} lacks {exc} or refers to an unknown image; "
                 "each needs 'bbox', 'category_id' and 'image_id'"
             ) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidInputError(f"{name}: annotation #{i} is malformed ({exc})") from None
         if c not in cat_name:
             raise InvalidInputError(f"{name}: annotation #{i} has unknown category_id {c}")
@@ -269,7 +269,7 @@ def _raise_first_bad_annotation(
 def _int_or_none(v: Any) -> int | None:
     try:
         return int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
