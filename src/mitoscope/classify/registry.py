@@ -118,7 +118,7 @@ def create_model(
     kwargs: dict[str, Any] = {"use_mask": use_mask, "n_subtypes": n_subtypes}
     if weights_path is not None:
         kwargs["weights_path"] = weights_path
-    if name in ("effnet_lite0", "effnet_lite0_96", "omgnet_resnet18"):
+    if spec.factory in ("networks:effnet_lite0", "networks:omgnet_resnet18"):  # take pretrained=
         kwargs["pretrained"] = spec.pretrained if pretrained is None else bool(pretrained)
     if spec.factory == "networks:effnet_lite0":
         kwargs["image_size"] = spec.patch_size_px
