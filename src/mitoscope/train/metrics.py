@@ -69,3 +69,13 @@ def best_balanced_accuracy_threshold(y: np.ndarray, score: np.ndarray) -> tuple[
     ba = (tp / n_pos + tn / n_neg) / 2
     k = int(np.argmax(ba))
     return float(cand[k]), float(ba[k])
+
+
+def threshold_at_recall(y: np.ndarray, score: np.ndarray, recall: float) -> float:
+    """The highest threshold at which ``score >= threshold`` keeps at least ``recall`` of the
+    positives (the operating point of a count that must not miss more than ``1 - recall``)."""
+    y = np.asarray(y).astype(bool).reshape(-1)
+    pos = np.sort(np.asarray(score, dtype=np.float64).reshape(-1)[y])[::-1]
+    if not len(pos):
+        return 0.5
+    return float(pos[max(0, int(np.ceil(float(recall) * len(pos))) - 1)])

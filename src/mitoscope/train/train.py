@@ -112,6 +112,9 @@ class TrainConfig:
     hard_negative_fraction: float = 0.05
     hard_negative_share: float = 0.5
     hard_negative_epochs: int | None = None
+    # MF threshold: None = max F1 on the validation data; a number = the highest threshold that
+    # keeps this recall of the labelled validation figures (the count's operating point)
+    mf_threshold_recall: float | None = None
 
     def validate(self) -> TrainConfig:
         from ..classify.registry import get_spec
@@ -151,6 +154,8 @@ class TrainConfig:
             )
         if not 0 <= float(self.domain_p) <= 1:
             raise InvalidInputError("domain_p must be in [0, 1]")
+        if self.mf_threshold_recall is not None and not 0 < float(self.mf_threshold_recall) <= 1:
+            raise InvalidInputError("mf_threshold_recall must be in (0, 1]")
         if int(self.hard_negative_rounds) < 0:
             raise InvalidInputError("hard_negative_rounds must be 0 or more")
         if not 0 < float(self.hard_negative_fraction) <= 1:
@@ -462,7 +467,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     from ..classify.classifier import Classifier, resolve_device, save_checkpoint
     from ..classify.registry import create_model, get_spec
     from .data import PatchDataset, make_loader, mf_sample_weights
-    from .metrics import best_balanced_accuracy_threshold, best_f1_threshold
+    from .metrics import best_balanced_accuracy_threshold, best_f1_threshold, threshold_at_recall
     from .module import MitosisModule
 
     cfg = cfg.validate()
@@ -611,6 +616,8 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     )
     mf, at = clf.predict_patches(va.patches, va.masks)
     thr, _ = best_f1_threshold(va.is_mf, mf)
+    if cfg.mf_threshold_recall is not None:
+        thr = threshold_at_recall(va.is_mf, mf, cfg.mf_threshold_recall)
     has = va.atypical >= 0
     athr, _ = best_balanced_accuracy_threshold(va.atypical[has] == 1, at[has])
     clf.threshold, clf.atypical_threshold = thr, athr
@@ -667,8 +674,13 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
         },
         "validation_metrics": metrics,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "threshold_choice": "MF: max F1 on the validation slides"
-        + (" and validation tissue images (every candidate a negative)" if non_commercial else "")
+        "threshold_choice": (
+            f"MF: the highest threshold keeping recall {cfg.mf_threshold_recall} of the labelled "
+            "validation figures"
+            if cfg.mf_threshold_recall is not None
+            else "MF: max F1 on the validation slides"
+            + (" and validation tissue images (every candidate a negative)" if non_commercial else "")
+        )
         + "; atypical: max balanced accuracy on the validation figures",
     }
     clf.card = card
