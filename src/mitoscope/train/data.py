@@ -89,7 +89,8 @@ class PatchDataset:
 
     Augmentation (when ``augment``): random shift of up to ``shift_px``, the domain
     augmentations ``domain_ops`` (:func:`mitoscope.stain.augment.domain_augment`), Tellez HED jitter
-    (``stain_sigma``; 0 disables), horizontal flip p=0.4 and a random 90-degree rotation.
+    (``stain_sigma``; 0 disables), horizontal flip (``p_flip``, 0.4) and a random 90-degree
+    rotation.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class PatchDataset:
         domain_ops: tuple[str, ...] = (),
         domain_p: float = 0.5,
         input_mpp: float = 0.25,
+        p_flip: float = 0.4,
     ) -> None:
         if samples.patches.shape[1] < size_px:
             raise InvalidInputError(
@@ -118,6 +120,7 @@ class PatchDataset:
         self.domain_ops = tuple(domain_ops)
         self.domain_p = float(domain_p)
         self.input_mpp = float(input_mpp)
+        self.p_flip = float(p_flip)
 
     def __len__(self) -> int:
         return len(self.s)
@@ -148,7 +151,7 @@ class PatchDataset:
             if self.stain_sigma > 0:
                 img = hed_jitter(img, sigma=self.stain_sigma, rng=self.rng)
             both = np.concatenate([img, msk[..., None].astype(np.uint8)], axis=-1)
-            both = flip_rotate(both, rng=self.rng)
+            both = flip_rotate(both, p_flip=self.p_flip, rng=self.rng)
             img, msk = both[..., :3], both[..., 3].astype(bool)
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
         m = torch.from_numpy(np.ascontiguousarray(msk))[None].float()

@@ -1,9 +1,15 @@
-"""A thin LightningModule around an injected :class:`~mitoscope.classify.networks.MitosisNet`."""
+"""The one training path: LightningModules around injected networks, and the Trainer they run in.
+
+:class:`MitosisModule` trains the classifier (:class:`~mitoscope.classify.networks.MitosisNet`);
+:class:`ScreenModule` trains the cascade screen (:func:`~mitoscope.classify.screen.build_screen_net`)
+through the same training step and MF loss; :func:`make_trainer` is the Trainer both run in.
+"""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 #: the MF losses (see :class:`MitosisModule`)
@@ -122,3 +128,90 @@ class MitosisModule(L.LightningModule):
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class _ScreenAsMitosisNet(nn.Module):
+    """The screening CNN (4 input channels: RGB + mask, one logit) behind the ``net(x, mask)``
+    -> ``{"mf": logits}`` interface :class:`MitosisModule` trains."""
+
+    def __init__(self, screen: nn.Module) -> None:
+        super().__init__()
+        self.screen = screen
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mf": self.screen(torch.cat([x, mask], 1))[:, 0]}
+
+
+class ScreenModule(MitosisModule):
+    """The cascade screen trained by :class:`MitosisModule`'s step (binary cross-entropy on the
+    MF label, no other heads), with the screen's recipe: AdamW under a one-cycle learning rate
+    over ``steps`` optimiser steps, and a per-patch brightness gain ``N(1, gain_sigma)`` and
+    per-channel shift ``N(0, shift_sigma)`` of the RGB channels (on the device, after the
+    batch is moved there; the mask channel is left alone).
+
+    Parameters
+    ----------
+    screen : torch.nn.Module
+        From :func:`~mitoscope.classify.screen.build_screen_net`; trained in place
+        (``module.screen``).
+    """
+
+    def __init__(
+        self,
+        screen: nn.Module,
+        *,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        steps: int = 1500,
+        gain_sigma: float = 0.1,
+        shift_sigma: float = 0.04,
+    ) -> None:
+        super().__init__(
+            _ScreenAsMitosisNet(screen),
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=1,
+            multitask=False,
+            mf_loss="hard",
+        )
+        self.steps = int(steps)
+        self.gain_sigma = float(gain_sigma)
+        self.shift_sigma = float(shift_sigma)
+
+    @property
+    def screen(self) -> nn.Module:
+        return self.net.screen
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int):
+        if not (self.trainer.training and (self.gain_sigma or self.shift_sigma)):
+            return batch
+        x = batch["image"]
+        n = x.shape[0]
+        gain = 1.0 + self.gain_sigma * torch.randn((n, 1, 1, 1), device=x.device)
+        shift = self.shift_sigma * torch.randn((n, 3, 1, 1), device=x.device)
+        return dict(batch, image=(x * gain + shift).clamp_(0.0, 1.0))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=self.steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def make_trainer(
+    device: torch.device, *, epochs: int = 1, progress: bool = True, fast_dev_run: bool = False
+) -> L.Trainer:
+    """The Trainer every mitoscope model trains in: one device (CUDA with mixed precision when
+    ``device`` is CUDA, else the CPU in float32), no logger or Lightning checkpoints (the
+    trainers write their own checkpoint formats)."""
+    cuda = device.type == "cuda"
+    return L.Trainer(
+        max_epochs=int(epochs),
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
+        precision="16-mixed" if cuda else "32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        fast_dev_run=fast_dev_run,
+    )
