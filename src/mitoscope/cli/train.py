@@ -29,7 +29,8 @@ def train_cmd(
     data: str = typer.Option(
         None,
         "--data",
-        help="Type of --data-dir: amibr (default), midogpp, sliderunner, geojson, csv, tissue.",
+        help="Type of --data-dir: amibr (default), midogpp, sliderunner, reviewed, geojson, csv, "
+        "tissue.",
     ),
     data_dir: Path = typer.Option(
         None, "--data-dir", help="The data of --data (e.g. the amibr-train folder)."
@@ -44,6 +45,12 @@ def train_cmd(
         "[[train.sources]] (docs/training.md); lists with '|'.",
     ),
     neg_ratio: float = typer.Option(None, "--neg-ratio", help="Negative:positive sampling ratio."),
+    mf_loss: str = typer.Option(
+        None,
+        "--mf-loss",
+        help="MF loss: hard, agreement (each label weighted by its raters' agreement or its "
+        "review weight) or soft.",
+    ),
     no_mask: bool = typer.Option(False, "--no-mask", help="Disable the candidate-mask branch."),
     no_multitask: bool = typer.Option(False, "--no-multitask", help="MF loss only in stage 1."),
     stain_sigma: float = typer.Option(None, "--stain-sigma", help="HED jitter sigma (0 = off)."),
@@ -83,6 +90,7 @@ def train_cmd(
         "data": data,
         "data_dir": None if data_dir is None else str(data_dir),
         "neg_ratio": neg_ratio,
+        "mf_loss": mf_loss,
         "stain_sigma": stain_sigma,
         "cache_dir": None if cache_dir is None else str(cache_dir),
         "threads": threads,

@@ -1,31 +1,24 @@
 """The reviewed labels of a run database, with a weight per label (the training side of review).
 
-The class of a reviewed detection is its **latest** human answer (what ``agreedClass`` holds and
-what ``mitoscope train``'s ``sliderunner`` source reads). Two kinds of items are uncertain:
-
-- *contested*: someone answered "equivocal", and a later reviewer gave a definite answer (the
-  second review decided it). Kept with that answer, at weight ``contested_weight`` (default 1:
-  the second reviewer's answer counts fully; e.g. 0.5 halves such items' influence).
-- *still equivocal*: the latest answer is "equivocal" (the second reviewer was unsure too, or
-  nobody has done the second review yet). Excluded by default (``equivocal_as=None``), as the
-  ``sliderunner`` training source does; or kept as ``equivocal_as`` ("mitotic" or "not") at
-  weight ``equivocal_weight`` (default 0.25).
+The rules (latest answer wins; *contested* items, once called equivocal and then decided, at
+``contested_weight``; items still *equivocal* left out or kept as ``equivocal_as`` at
+``equivocal_weight``) are :func:`mitoscope.io.reviewed.read_reviewed`'s, the reader the
+``reviewed`` source of ``mitoscope train`` uses too; this module returns them as records of the
+detections under review.
 
 ``weight`` multiplies a label's share of the training mass (e.g. ``sample_weight`` of a
-scikit-learn estimator, or a sampler's per-sample weight).
+scikit-learn estimator; ``mitoscope train`` with ``mf_loss = "agreement"``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass
 
-from ..errors import InvalidInputError
-from ..io.sliderunner import CLASS_AMF, CLASS_MF, CLASS_NON_MF
-from .store import CLASS_EQUIVOCAL, ReviewStore
-
-#: what a definite answer means for training: class name -> is a mitotic figure
-_IS_MF = {CLASS_MF: True, CLASS_AMF: True, CLASS_NON_MF: False}
+from ..io.reviewed import read_reviewed
+from .store import ReviewStore
 
 
 @dataclass(frozen=True)
@@ -63,35 +56,27 @@ def reviewed_labels(
     equivocal_weight : float
         Its weight when ``equivocal_as`` is given (0 < w <= 1).
     """
-    for name, w in (("contested_weight", contested_weight), ("equivocal_weight", equivocal_weight)):
-        if not 0.0 < float(w) <= 1.0:
-            raise InvalidInputError(f"{name} must be in (0, 1], got {w}")
-    if equivocal_as not in (None, "mitotic", "not"):
-        raise InvalidInputError(
-            f"equivocal_as must be 'mitotic', 'not' or None, got {equivocal_as!r}"
-        )
+    from ..io.reviewed import check_review_weights
+
+    check_review_weights(contested_weight, equivocal_as, equivocal_weight)
     store = db if isinstance(db, ReviewStore) else ReviewStore(db)
+    ann = read_reviewed(
+        store.path, machine=store.machine, contested_weight=contested_weight,
+        equivocal_as=equivocal_as, equivocal_weight=equivocal_weight,
+    )  # fmt: skip
     out = []
-    for uid, answers in sorted(store.answered().items()):
-        item = store.by_uid.get(uid)
-        if item is None or not answers:
+    for i in range(len(ann)):
+        uid = int(ann.uid[i])
+        if uid not in store.by_uid:  # only the detections under review
             continue
-        classes = tuple(a[1] for a in answers)
-        latest = classes[-1]
-        if latest == CLASS_EQUIVOCAL:
-            if equivocal_as is None:
-                continue
-            is_mf, weight = equivocal_as == "mitotic", float(equivocal_weight)
-        elif latest in _IS_MF:
-            is_mf = _IS_MF[latest]
-            weight = float(contested_weight) if CLASS_EQUIVOCAL in classes else 1.0
-        else:  # a class this app does not write (edited in SlideRunner): not a training label
-            continue
+        aty = float(ann.atypical[i])
         out.append(
             ReviewedLabel(
-                uid=uid, slide=item.slide_name, x=item.x, y=item.y, is_mf=is_mf,
-                atypical=latest == CLASS_AMF, weight=weight,
-                answers=classes, reviewers=tuple(a[0] for a in answers),
+                uid=uid, slide=str(ann.image[i]), x=float(ann.x_px[i]), y=float(ann.y_px[i]),
+                is_mf=bool(ann.is_mitosis[i]), atypical=not math.isnan(aty) and aty == 1.0,
+                weight=float(ann.agreement[i]),
+                answers=tuple(json.loads(str(ann.meta["answers"][i]))),
+                reviewers=tuple(json.loads(str(ann.meta["reviewers"][i]))),
             )
         )  # fmt: skip
-    return out
+    return sorted(out, key=lambda lb: lb.uid)

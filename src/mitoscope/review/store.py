@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..io.reviewed import CLASS_EQUIVOCAL
+from ..io.reviewed import run_database as resolve_database
 from ..io.sliderunner import (
     CLASS_AMF,
     CLASS_COLORS,
@@ -40,7 +42,6 @@ from ..io.sliderunner import (
     SCHEMA,
 )
 
-CLASS_EQUIVOCAL = "Equivocal"
 #: answer key -> SlideRunner class name
 ANSWERS = {
     "mitotic": CLASS_MF,
@@ -71,19 +72,6 @@ def check_reviewer(name: str, machine: str = "mitoscope") -> str:
     if name.lower() == machine.lower():
         raise InvalidInputError(f"reviewer name {name!r} is the detector's; choose your own")
     return name
-
-
-def resolve_database(path: str | os.PathLike[str]) -> Path:
-    """A run directory (holding ``mitoscope.sqlite``) or a database file -> the database."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "mitoscope.sqlite"
-    if not p.is_file():
-        raise InvalidInputError(
-            f"{path}: no SlideRunner database (a run directory with mitoscope.sqlite, or a "
-            ".sqlite file); run mitoscope detect first"
-        )
-    return p
 
 
 @dataclass

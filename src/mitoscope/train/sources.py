@@ -4,7 +4,7 @@ A registry of source types (name -> builder, like timm's ``register_model``); a 
 sources as ``[[train.sources]]`` tables (see docs/training.md)::
 
     [[train.sources]]
-    type = "midogpp"                # amibr | midogpp | sliderunner | geojson | csv | tissue
+    type = "midogpp"                # amibr | midogpp | sliderunner | reviewed | geojson | csv | tissue
     path = "MIDOGpp.json"           # the labels (a crop / tissue folder for amibr / tissue)
     images = "midogpp_images/"      # the image folder (default: beside the labels)
     split_csv = "MIDOGpp_datasets_xvalidation.csv"
@@ -20,6 +20,10 @@ Rules (sizes in micrometres, converted with each image's pixel size):
   from all labelled mitotic figures and more than ``match_um`` (4 um) from every labelled object
   -- the rule of the AMi-Br builder (:func:`~mitoscope.train.samples.labelled_image_samples`),
   because these sources label exhaustively. ``tissue`` sources: every candidate is a negative.
+  ``reviewed`` sources (the answers of ``mitoscope review`` in a run database) label only the
+  detections someone reviewed: their samples are those detections alone, no candidate negatives,
+  each with its review weight (:func:`mitoscope.io.reviewed.read_reviewed`) as ``mf_agreement``,
+  which the loss applies with ``mf_loss = "agreement"``.
 - **Pixel size**: the source's ``mpp`` when given, else the image/slide metadata; an image with
   neither is an error. Everything is resampled to the model's 0.25 um/px.
 - **Large images**: an image with more than :data:`MAX_WHOLE_PX` px on a side (whole slides) is
@@ -447,6 +451,9 @@ class LabelledImages:
     files: dict[str, Path]  # label image name -> file
     groups: dict[str, str]  # label image name -> domain group
     mpp: float | None = None  # the source's pixel-size override
+    #: every object of the images is labelled (other candidates are negatives); False for
+    #: reviewed detections, whose neighbours nobody looked at
+    exhaustive: bool = True
 
     def counts(self) -> dict[str, int]:
         mf = self.ann.is_mitosis
@@ -629,6 +636,8 @@ def labelled_source_samples(
                 prev = list(done)
 
                 def ok(u: np.ndarray, v: np.ndarray, c=core, prev=prev, to_l0=to_l0) -> np.ndarray:
+                    if not lab.exhaustive:  # unlabelled neighbours are not negatives
+                        return np.zeros(len(u), dtype=bool)
                     gx, gy = to_l0(u, v)
                     keep = (gx >= c[0]) & (gx < c[2]) & (gy >= c[1]) & (gy < c[3])
                     for p0, q0, p1, q1 in prev:
@@ -739,6 +748,51 @@ def _labels_sliderunner(spec: dict[str, Any], check_images: bool = True) -> Labe
     return _labelled(spec, ann, folder, {}, check_images)
 
 
+#: the keys of a ``reviewed`` source that set the review weights (io.reviewed.read_reviewed)
+REVIEW_WEIGHT_KEYS = {
+    "contested_weight": "positive",
+    "equivocal_as": "str",
+    "equivocal_weight": "positive",
+}
+
+
+def _labels_reviewed(spec: dict[str, Any], check_images: bool = True) -> LabelledImages:
+    from ..io.reviewed import read_reviewed, run_database
+
+    db = run_database(spec["path"])
+    ann = read_reviewed(db, **{k: spec[k] for k in REVIEW_WEIGHT_KEYS if k in spec})
+    if not len(ann):
+        raise InvalidInputError(
+            f"{spec['name']}: {db} has no reviewed detections yet; answer some with "
+            "mitoscope review first"
+        )
+    lab = _labelled(spec, ann, Path(spec.get("images") or db.parent), {}, check_images)
+    lab.exhaustive = False
+    return lab
+
+
+def review_weighted(spec: dict[str, Any]) -> bool:
+    """Whether a (validated) source gives some labels a weight below 1 that only the
+    ``agreement`` MF loss applies: a ``reviewed`` source with ``contested_weight`` < 1 or
+    ``equivocal_as``."""
+    return spec.get("type") == "reviewed" and (
+        float(spec.get("contested_weight", 1.0)) < 1.0 or spec.get("equivocal_as") is not None
+    )
+
+
+def check_review_loss(specs: Any, mf_loss: str) -> None:
+    """Down-weighted reviewed labels need the loss that applies per-label weights: raise a
+    one-line error when a source is :func:`review_weighted` and ``mf_loss`` is not
+    ``"agreement"`` (``hard`` ignores the weights; ``soft`` would read them as rater shares)."""
+    named = [s["name"] for s in specs if review_weighted(s)]
+    if named and mf_loss != "agreement":
+        raise InvalidInputError(
+            f"source {', '.join(named)} down-weights reviewed labels (contested_weight < 1 or "
+            f'equivocal_as) but mf_loss is {mf_loss!r}: set mf_loss = "agreement" (or '
+            "--mf-loss agreement) so the weights reach the loss"
+        )
+
+
 def _label_files(spec: dict[str, Any], suffixes: tuple[str, ...]) -> list[Path]:
     paths = spec["path"] if isinstance(spec["path"], list) else [spec["path"]]
     files: list[Path] = []
@@ -783,6 +837,7 @@ def _labels_csv(spec: dict[str, Any], check_images: bool = True) -> LabelledImag
 LABEL_READERS: dict[str, Callable[..., LabelledImages]] = {
     "midogpp": _labels_midogpp,
     "sliderunner": _labels_sliderunner,
+    "reviewed": _labels_reviewed,
     "geojson": _labels_geojson,
     "csv": _labels_csv,
 }
@@ -836,11 +891,17 @@ def _build_labelled(
     if lab is None:
         lab = source_labels(spec)
         check_source_images(lab)
-    label_files = (
-        _label_files(spec, ("",))
-        if spec["type"] in ("geojson", "csv")
-        else [Path(spec["path"])] + ([Path(spec["split_csv"])] if spec.get("split_csv") else [])
-    )
+    if spec["type"] in ("geojson", "csv"):
+        label_files = _label_files(spec, ("",))
+    elif spec["type"] == "reviewed":  # answers may still sit in the write-ahead log
+        from ..io.reviewed import run_database
+
+        db = run_database(spec["path"])
+        wal = db.with_name(db.name + "-wal")
+        label_files = [db] + ([wal] if wal.is_file() else [])
+    else:
+        label_files = [Path(spec["path"])]
+        label_files += [Path(spec["split_csv"])] if spec.get("split_csv") else []
     files = label_files + [lab.files[n] for n in sorted(lab.files)]
     window_um = float(spec.get("window_um", WINDOW_UM))
     key = {**spec, "_columns": "mf_agreement"}  # caches from before the column are rebuilt
@@ -858,6 +919,12 @@ register_source(
     "sliderunner",
     keys=_LABELLED_KEYS,
     description="SlideRunner SQLite (path) + slide/image folder (images)",
+)(_build_labelled)
+register_source(
+    "reviewed",
+    keys={**_LABELLED_KEYS, **REVIEW_WEIGHT_KEYS},
+    description="the answers of mitoscope review (path: run directory or its mitoscope.sqlite) "
+    "+ slide folder (images) [+ contested_weight, equivocal_as, equivocal_weight]",
 )(_build_labelled)
 register_source(
     "geojson",
@@ -996,7 +1063,7 @@ def check_source_labels(specs: list[dict[str, Any]]) -> dict[str, LabelledImages
     if n_mf == 0:
         raise InvalidInputError(
             "the training sources have no labelled mitotic figures (positives); add a labelled "
-            "source (amibr, midogpp, sliderunner, geojson or csv)"
+            "source (amibr, midogpp, sliderunner, reviewed, geojson or csv)"
         )
     return labs
 

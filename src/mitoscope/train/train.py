@@ -118,12 +118,12 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         from ..classify.registry import get_spec
-        from .sources import check_config_types, list_sources, validate_sources
+        from .sources import check_config_types, check_review_loss, list_sources, validate_sources
 
         check_config_types(self)
         get_spec(self.arch)
         if self.sources:
-            validate_sources(self.sources)
+            check_review_loss(validate_sources(self.sources), self.mf_loss)
         elif self.data not in list_sources():
             raise InvalidInputError(
                 f"unknown --data {self.data!r}; choose one of {', '.join(list_sources())}"
