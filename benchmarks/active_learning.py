@@ -31,12 +31,17 @@ The reviewed labels are read back with :func:`mitoscope.review.labels.reviewed_l
 the training set, and the head is refitted. After every round the model is scored on the
 test slides: average precision (MF vs every other candidate), ROC AUC, F1 at 0.5.
 
-Both arms start from the same model on the same split and see the same batches; only the
-choice of the items differs. Reported: each metric after each round (mean over seeds) and the
-average-precision gain per 100 answers of ``select`` and of random choice, and their ratio.
+Arms (``--arms``): ``select`` (``mitoscope select``'s default ``uncertainty`` strategy),
+``disagreement`` (``select --strategy disagreement``: the spread of the MF probability over an
+ensemble of ``--members`` heads, each fitted on a bootstrap resample of the labelled set -- the
+stand-in for a classifier with several seeds; the features have no test-time views) and
+``random``. All arms start from the same model on the same split and see the same batches; only
+the choice of the items differs. Reported: each metric after each round (mean over seeds) and
+the average-precision gain per 100 answers of each arm, and each arm's ratio over random.
 
     .venv/bin/python benchmarks/active_learning.py --json benchmarks/results/active_learning.json
     .venv/bin/python benchmarks/active_learning.py --quick          # a small check (~1-2 min)
+    .venv/bin/python benchmarks/active_learning.py --arms select,disagreement,random --json ...
     .venv/bin/python benchmarks/active_learning.py --report benchmarks/results/active_learning.json
 """
 
@@ -124,6 +129,18 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float):
     return model
 
 
+def fit_members(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float, n: int, rng: np.random.Generator
+) -> list:
+    """``n`` heads, each fitted on a bootstrap resample of the labelled set (both classes)."""
+    members = []
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    for _ in range(n):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        members.append(fit(x[idx], y[idx], w[idx], c))
+    return members
+
+
 def score(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
@@ -167,9 +184,10 @@ def write_run(run: Path, samples, idx: np.ndarray, p: np.ndarray, names: dict[st
 
 def review_round(
     run: Path, arm: str, budget: int, rng: np.random.Generator, samples, where: dict,
-    equivocal_rate: float,
+    equivocal_rate: float, spread: dict[int, float] | None = None,
 ) -> dict[str, int]:  # fmt: skip
-    """Choose ``budget`` items (select or random), then the simulated reviewers answer them."""
+    """Choose ``budget`` items (select, disagreement or random), then the simulated reviewers
+    answer them. ``spread``: sample index -> the members' disagreement (``disagreement`` arm)."""
     from mitoscope.review.select import select_for_review, write_queue, write_queues
     from mitoscope.review.store import ReviewStore
     from mitoscope.train.samples import KIND_IMPOSTER, KIND_MF_NEIGHBOUR
@@ -177,6 +195,17 @@ def review_round(
     store = ReviewStore(run, threshold=0.5)
     if arm == "select":
         write_queues(select_for_review([run], budget=budget, threshold=0.5), None)
+    elif arm == "disagreement":
+
+        def scorer(st: ReviewStore, uids: list[int]) -> dict[int, float]:
+            pos = {u: (st.by_uid[u].slide_name, round(st.by_uid[u].x), round(st.by_uid[u].y))
+                   for u in uids}  # fmt: skip
+            return {u: spread[where[(s, int(x), int(y))]] for u, (s, x, y) in pos.items()}
+
+        chosen = select_for_review(
+            [run], budget=budget, threshold=0.5, strategy="disagreement", disagreement=scorer
+        )
+        write_queues(chosen, None)
     else:
         pick = rng.choice(len(store.items), size=min(budget, len(store.items)), replace=False)
         write_queue(
@@ -228,6 +257,7 @@ def run_arm(
     lab_w = [1.0] * len(lab_idx)
     model = fit(feats[lab_idx], np.array(lab_y), np.array(lab_w), args.c)
     history = [{"round": 0, "answers": 0, **score(model, feats[test], y[test])}]
+    m_rng = np.random.default_rng(2000 + seed)
     print(f"  seed {seed} {arm:6s} round 0: AP {history[0]['ap']:.4f} (first model)", flush=True)
     total = 0
     for r, batch in enumerate(split["batches"], 1):
@@ -235,7 +265,15 @@ def run_arm(
         run = tmp / f"{arm}_s{seed}_r{r}"
         p = model.predict_proba(feats[batch])[:, 1]
         where = write_run(run, samples, batch, p, split["names"])
-        n = review_round(run, arm, args.budget, rng, samples, where, args.equivocal_rate)
+        spread = None
+        if arm == "disagreement":
+            from mitoscope.review.disagreement import disagreement
+
+            members = fit_members(feats[lab_idx], np.array(lab_y), np.array(lab_w), args.c,
+                                  args.members, m_rng)  # fmt: skip
+            probs = np.stack([m.predict_proba(feats[batch])[:, 1] for m in members], axis=1)
+            spread = dict(zip(batch.tolist(), disagreement(probs).tolist(), strict=True))
+        n = review_round(run, arm, args.budget, rng, samples, where, args.equivocal_rate, spread)
         labels = reviewed_labels(run, contested_weight=args.contested_weight)
         for lb in labels:
             k = where[(lb.slide, int(round(lb.x)), int(round(lb.y)))]
@@ -306,8 +344,8 @@ def make_split(samples, seed: int, args) -> dict:
 
 # -- report ------------------------------------------------------------------------------------
 def summarise(res: dict) -> dict:
-    out = {}
-    for arm in ("select", "random"):
+    out: dict = {}
+    for arm in res["arms"]:
         runs = res["arms"][arm]
         ap = np.array([[h["ap"] for h in hist] for hist in runs])
         answers = np.array([[h["answers"] for h in hist] for hist in runs])
@@ -324,40 +362,45 @@ def summarise(res: dict) -> dict:
             "ap_gain_per_100": float(gain.mean()),
             "ap_gain_per_100_each_seed": gain.tolist(),
         }
-    r = out["random"]["ap_gain_per_100"]
-    out["ratio_select_over_random"] = out["select"]["ap_gain_per_100"] / r if r > 0 else None
+    r = out["random"]["ap_gain_per_100"] if "random" in out else 0.0
+    for arm in [a for a in res["arms"] if a != "random"]:
+        g = out[arm]["ap_gain_per_100"]
+        out[f"ratio_{arm}_over_random"] = g / r if r > 0 else None
     return out
 
 
 def report(path: Path) -> str:
     res = json.loads(Path(path).read_text())
     s = res["summary"]
+    arms = list(res["arms"])
+    cols = [f"{m} {a}" for m in ("AP", "ROC AUC", "F1") for a in arms]
     lines = [
         f"`{res['command']}`",
         "",
         f"Machine: {res['machine']}; {res['seconds']:.0f} s; seeds {res['seeds']}; "
         f"slides per seed: {res['n_slides']}; {res['config']}",
         "",
-        "| answers | AP select | AP random | ROC AUC select | ROC AUC random | F1 select | F1 random |",
-        "|---|---|---|---|---|---|---|",
+        "| answers | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
     ]
-    for i, n in enumerate(s["select"]["answers"]):
-        lines.append(
-            f"| {n:.0f} | {s['select']['ap'][i]:.4f} ± {s['select']['ap_sd'][i]:.4f} | "
-            f"{s['random']['ap'][i]:.4f} ± {s['random']['ap_sd'][i]:.4f} | "
-            f"{s['select']['auc'][i]:.4f} | {s['random']['auc'][i]:.4f} | "
-            f"{s['select']['f1'][i]:.4f} | {s['random']['f1'][i]:.4f} |"
+    for i, n in enumerate(s[arms[0]]["answers"]):
+        cells = [f"{s[a]['ap'][i]:.4f} ± {s[a]['ap_sd'][i]:.4f}" for a in arms]
+        cells += [f"{s[a][m][i]:.4f}" for m in ("auc", "f1") for a in arms]
+        lines.append(f"| {n:.0f} | " + " | ".join(cells) + " |")
+    gains = []
+    for a in arms:
+        each = ", ".join(f"{g:.4f}" for g in s[a]["ap_gain_per_100_each_seed"])
+        ratio = s.get(f"ratio_{a}_over_random")
+        gains.append(
+            f"{a} **{s[a]['ap_gain_per_100']:.4f}** (per seed {each}"
+            + (f"; **{ratio:.2f}x** random" if ratio is not None and a != "random" else "")
+            + ")"
         )
-    ratio = s["ratio_select_over_random"]
+    mf = ", ".join(f"{a} {s[a]['mf_reviewed']:.0f}" for a in arms)
     lines += [
         "",
-        f"AP gained per 100 answers: select **{s['select']['ap_gain_per_100']:.4f}**, random "
-        f"**{s['random']['ap_gain_per_100']:.4f}** (per seed: select "
-        f"{', '.join(f'{g:.4f}' for g in s['select']['ap_gain_per_100_each_seed'])}; random "
-        f"{', '.join(f'{g:.4f}' for g in s['random']['ap_gain_per_100_each_seed'])}); ratio "
-        + (f"**{ratio:.2f}x**" if ratio is not None else "n/a (random gained nothing)")
-        + f". Mitotic figures among the reviewed items: select {s['select']['mf_reviewed']:.0f}, "
-        f"random {s['random']['mf_reviewed']:.0f} (mean per seed).",
+        "AP gained per 100 answers: " + "; ".join(gains) + ". Mitotic figures among the "
+        f"reviewed items: {mf} (mean per seed).",
     ]
     return "\n".join(lines)
 
@@ -373,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--equivocal-rate", type=float, default=0.0)
     ap.add_argument("--contested-weight", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--arms", default="select,random",
+        help="comma-separated: select (uncertainty), disagreement, random",
+    )  # fmt: skip
+    ap.add_argument("--members", type=int, default=5, help="heads of the disagreement ensemble")
     ap.add_argument("--quick", action="store_true", help="a few slides, 2 seeds (a check)")
     ap.add_argument("--quick-slides", type=int, default=24)
     ap.add_argument("--json", type=Path)
@@ -383,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.seeds = min(args.seeds, 2)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not arms or set(arms) - {"select", "disagreement", "random"} or len(set(arms)) < len(arms):
+        raise SystemExit(f"--arms {args.arms!r}: choose from select, disagreement, random")
+    if "disagreement" in arms and args.members < 2:
+        raise SystemExit("--members must be at least 2 (an ensemble)")
     if not AMIBR.is_dir() or not TISSUE.is_dir():
         raise SystemExit(f"needs {AMIBR} and {TISSUE} (../shared/data)")
     t_start = time.perf_counter()
@@ -402,9 +455,10 @@ def main(argv: list[str] | None = None) -> int:
                 "input_px",
                 "equivocal_rate",
                 "contested_weight",
+                "members",
             )
         },  # fmt: skip
-        "arms": {"select": [], "random": []},
+        "arms": {arm: [] for arm in arms},
     }
     feats = np.zeros((len(samples), 1280), np.float32)
     with tempfile.TemporaryDirectory(prefix="mitoscope_al_") as tmp:
@@ -413,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             res["n_slides"] = split["n_slides"]
             used = split["used"]  # (--quick: only the samples this split uses)
             feats[used] = features(samples, used, input_px=args.input_px, threads=args.threads)
-            for arm in ("select", "random"):
+            for arm in arms:
                 res["arms"][arm].append(run_arm(arm, seed, samples, feats, split, args, Path(tmp)))
     res["seconds"] = time.perf_counter() - t_start
     res["summary"] = summarise(res)

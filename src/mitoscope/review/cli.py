@@ -53,11 +53,44 @@ def select(
     threshold: float = typer.Option(
         None, "--threshold", help="Threshold the uncertainty is measured from (default: the run's)."
     ),
+    strategy: str = typer.Option(
+        "uncertainty",
+        "--strategy",
+        help="uncertainty (probability nearest the threshold) or disagreement (spread of the "
+        "classifier's members and views; needs --slides).",
+    ),
+    slides: Path = typer.Option(
+        None, "--slides", help="Folder holding the slides (disagreement scores them again)."
+    ),
+    model: Path = typer.Option(
+        None, "--model", help="Classifier checkpoint for disagreement (default: the bundled one)."
+    ),
+    views: int = typer.Option(
+        4, "--views", help="Dihedral views per member for disagreement (1-8; 4 = rotations)."
+    ),
 ) -> None:
-    """Choose the detections to review next: nearest the threshold, spread across slides."""
-    from .select import select_for_review, write_queues
+    """Choose the detections to review next: nearest the threshold (or where the ensemble
+    disagrees most), spread across slides."""
+    from ..errors import InvalidInputError
+    from .select import STRATEGIES, select_for_review, write_queues
 
-    items = select_for_review(runs, budget=budget, min_dist_px=min_dist_px, threshold=threshold)
+    if strategy not in STRATEGIES:
+        raise InvalidInputError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    scorer = None
+    if strategy == "disagreement":
+        if slides is None or not slides.is_dir():
+            raise InvalidInputError("--strategy disagreement needs --slides DIR (a folder)")
+        from ..classify import load_classifier
+        from .disagreement import classifier_disagreement
+
+        if not 1 <= views <= 8:
+            raise InvalidInputError("--views must be between 1 and 8")
+        clf = load_classifier(model, backend="torch")
+        scorer = classifier_disagreement(clf, slides, views=views)
+    items = select_for_review(
+        runs, budget=budget, min_dist_px=min_dist_px, threshold=threshold, strategy=strategy,
+        disagreement=scorer,
+    )  # fmt: skip
     for path in write_queues(items, out):
         typer.echo(f"{path}")
     n_slides = len({(i["db"], i["slide"]) for i in items})

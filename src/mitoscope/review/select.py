@@ -1,11 +1,19 @@
 """``mitoscope select``: which detections to review next (active learning).
 
-Each unanswered detection of the runs scores ``u = |p - threshold|`` (small = the model is
-unsure). Picking is greedy over all runs and slides: the next item has the smallest
-``u * (1 + k)``, where ``k`` is how many items its slide already has in the selection
-(diversity across slides), and an item within ``min_dist_px`` of one already chosen on the same
-slide is skipped (no near-duplicates). The result is a review queue file: the review app shows
-its items for a run as the ``selected`` queue.
+Two strategies score each unanswered detection of the runs:
+
+- ``uncertainty`` (default): ``u = |p - threshold|``, small = the model is unsure.
+- ``disagreement``: ``d`` = the spread (standard deviation) of the MF probability over the
+  classifier's members and test-time views (:mod:`mitoscope.review.disagreement`), large = the
+  ensemble disagrees. The averaged probability hides this: a mean of 0.6 comes from members
+  that agree (0.6, 0.6) or that split (0.2, 1.0).
+
+Picking is greedy over all runs and slides. The next item has the smallest ``u * (1 + k)``
+(``uncertainty``) or the largest ``d / (1 + k)`` (``disagreement``), where ``k`` is how many
+items its slide already has in the selection (diversity across slides); an item within
+``min_dist_px`` of one already chosen on the same slide is skipped (no near-duplicates). The
+result is a review queue file: the review app shows its items for a run as the ``selected``
+queue.
 """
 
 from __future__ import annotations
@@ -15,11 +23,25 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
 from .store import QUEUE_FILE, ReviewStore
+
+#: the selection strategies
+STRATEGIES = ("uncertainty", "disagreement")
+
+#: ``scorer(store, uids) -> {uid: disagreement}`` for the ``disagreement`` strategy
+DisagreementScorer = Callable[[ReviewStore, list[int]], dict[int, float]]
+
+
+def _key(strategy: str, base: float, k: int) -> float:
+    """Heap key (smaller first) of an item whose slide already has ``k`` chosen items."""
+    if strategy == "disagreement":
+        return -base / (1 + k)
+    return base * (1 + k)
 
 
 def select_for_review(
@@ -28,45 +50,67 @@ def select_for_review(
     budget: int,
     min_dist_px: float = 50.0,
     threshold: float | None = None,
+    strategy: str = "uncertainty",
+    disagreement: DisagreementScorer | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``budget`` detections to review next across ``runs`` (dicts, in review order)."""
+    """The ``budget`` detections to review next across ``runs`` (dicts, in review order).
+
+    ``strategy="disagreement"`` needs ``disagreement``: a function of a run's
+    :class:`ReviewStore` and the uids of its unanswered detections returning each one's
+    disagreement (e.g. :func:`mitoscope.review.disagreement.classifier_disagreement`).
+    """
     if budget < 1:
         raise InvalidInputError("--budget must be at least 1")
-    pool: list[tuple[float, int, Any, Path]] = []
+    if strategy not in STRATEGIES:
+        raise InvalidInputError(
+            f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+        )
+    if strategy == "disagreement" and disagreement is None:
+        raise InvalidInputError("the disagreement strategy needs a classifier to score with")
+    pool: list[tuple[float, int, Any, Path, float | None]] = []
     for run in runs:
         store = ReviewStore(run, threshold=threshold)
         answered = set(store.answered())
-        for it in store.items:
-            if it.uid in answered or not math.isfinite(it.probability):
+        todo = [
+            it for it in store.items if it.uid not in answered and math.isfinite(it.probability)
+        ]
+        spread = disagreement(store, [it.uid for it in todo]) if strategy == "disagreement" else {}
+        for it in todo:
+            u = abs(it.probability - it.threshold)
+            d = spread.get(it.uid) if strategy == "disagreement" else None
+            if strategy == "disagreement" and (d is None or not math.isfinite(d)):
                 continue
-            pool.append((abs(it.probability - it.threshold), len(pool), it, store.path))
+            base = float(d) if d is not None else u
+            pool.append((base, len(pool), it, store.path, d))
     picked: dict[tuple[Path, int], list[Any]] = defaultdict(list)
-    heap = [(u, k, 0) for u, k, _, _ in pool]  # (score, index, slide count when scored)
+    heap = [(_key(strategy, b, 0), k, 0) for b, k, *_ in pool]  # (key, index, slide count)
     heapq.heapify(heap)
     out: list[dict[str, Any]] = []
     while heap and len(out) < budget:
         score, k, seen = heapq.heappop(heap)
-        u, _, it, db = pool[k]
+        base, _, it, db, d = pool[k]
         key = (db, it.slide)
         if len(picked[key]) != seen:  # its slide gained items since: rescore
-            heapq.heappush(heap, (u * (1 + len(picked[key])), k, len(picked[key])))
+            heapq.heappush(heap, (_key(strategy, base, len(picked[key])), k, len(picked[key])))
             continue
         if any(math.hypot(it.x - o.x, it.y - o.y) < min_dist_px for o in picked[key]):
             continue
         picked[key].append(it)
-        out.append(
-            {
-                "db": str(db.resolve()),
-                "annotation": it.uid,
-                "slide": it.slide_name,
-                "x": it.x,
-                "y": it.y,
-                "probability": it.probability,
-                "threshold": it.threshold,
-                "uncertainty": round(u, 6),
-                "score": round(score, 6),
-            }
-        )
+        entry = {
+            "db": str(db.resolve()),
+            "annotation": it.uid,
+            "slide": it.slide_name,
+            "x": it.x,
+            "y": it.y,
+            "probability": it.probability,
+            "threshold": it.threshold,
+            "uncertainty": round(abs(it.probability - it.threshold), 6),
+            "strategy": strategy,
+            "score": round(abs(score), 6),
+        }
+        if d is not None:
+            entry["disagreement"] = round(float(d), 6)
+        out.append(entry)
     return out
 
 
