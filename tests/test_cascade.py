@@ -7,13 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mitoscope.classify.screen import (
-    Screen,
-    build_screen_net,
-    load_screen,
-    recall_threshold,
-    train_screen,
-)
+from mitoscope.classify.screen import Screen, build_screen_net, load_screen, recall_threshold
 from mitoscope.detect import DetectConfig, detect_slide, process_tile
 from mitoscope.errors import InvalidInputError, ModelLoadError
 from mitoscope.slide import ArraySlide
@@ -91,6 +85,7 @@ def test_bundled_screen_loads_and_states_its_validation() -> None:
 def test_train_screen_learns_dark_blobs() -> None:
     """A few hundred steps separate dark round 'figures' from pale ones; recall target kept."""
     from mitoscope.train.samples import SampleSet
+    from mitoscope.train.screen_train import train_screen
 
     rng = np.random.default_rng(0)
     n = 240

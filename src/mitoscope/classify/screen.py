@@ -7,16 +7,16 @@ mask), costs a small fraction of that, and keeps a candidate when its score is a
 threshold chosen on *validation slides* for a target recall of mitotic figures (default 0.995,
 i.e. at most 0.5% of the figures lost there). Only the kept candidates reach the full classifier.
 
-The screen is trained by :func:`train_screen` on the same slide split as the bundled classifier
-(its validation slides are never trained on) and stored as a small checkpoint
-(``mitoscope_screen.pt``, ~100 kB) that ships with the package. ``benchmarks/cascade_recall.py``
+The screen is trained by :mod:`mitoscope.train.screen_train` (through the classifier's Lightning
+training path) on the same slide split as the bundled classifier (its validation slides are never
+trained on) and stored as a small checkpoint (``mitoscope_screen.pt``, ~100 kB) that ships with
+the package. ``benchmarks/cascade_recall.py``
 measures its recall loss and the share of candidates it discards.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,95 +261,3 @@ def recall_threshold(scores_pos: np.ndarray, target_recall: float) -> float:
         raise InvalidInputError("no positives to choose a screening threshold on")
     k = int(np.floor((1.0 - float(target_recall)) * len(s) + 1e-9))
     return float(s[min(k, len(s) - 1)])
-
-
-def _augment(x: Any, rng: np.random.Generator) -> Any:
-    """Flips, 90-degree rotations and a brightness / per-channel shift of the RGB channels."""
-    import torch
-
-    if rng.random() < 0.5:
-        x = x.flip(3)
-    x = torch.rot90(x, int(rng.integers(4)), (2, 3)).clone()
-    n = x.shape[0]
-    g = torch.from_numpy(rng.normal(1.0, 0.1, (n, 1, 1, 1)).astype(np.float32))
-    b = torch.from_numpy(rng.normal(0.0, 0.04, (n, 3, 1, 1)).astype(np.float32))
-    x[:, :3] = (x[:, :3] * g + b).clamp_(0.0, 1.0)
-    return x
-
-
-def train_screen(
-    train: Any,
-    val: Any,
-    *,
-    size_px: int = 32,
-    steps: int = 1500,
-    batch_size: int = 256,
-    lr: float = 3e-3,
-    width: int = 8,
-    target_recall: float = 0.995,
-    seed: int = 0,
-    jitter_px: int = 2,
-    progress: bool = False,
-) -> tuple[Screen, dict[str, Any]]:
-    """Train a screen on ``train`` and choose its threshold on ``val`` (both SampleSets).
-
-    Batches are half mitotic figures, half non-figures (proposer objects and imposters), shifted
-    by up to ``jitter_px`` and flipped / rotated. The threshold keeps ``target_recall`` of the
-    validation positives; the returned metrics give that recall and the share of validation
-    non-figures discarded. (:mod:`mitoscope.train.screen_train` then re-chooses the threshold
-    per *figure*: a figure is kept when any candidate on it passes.)
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from .patches import centre_crop
-
-    mpp = float(train.meta.get("mpp", 0.5))
-    torch.manual_seed(int(seed))
-    rng = np.random.default_rng(int(seed))
-    big = min(train.patches.shape[1], int(size_px) + 2 * int(jitter_px))
-    x_all = _to_tensor(train.patches, train.masks, big)
-    slack = big - int(size_px)
-    y_all = torch.from_numpy(train.is_mf.astype(np.float32))
-    pos = np.flatnonzero(train.is_mf == 1)
-    neg = np.flatnonzero(train.is_mf == 0)
-    if len(pos) == 0 or len(neg) == 0:
-        raise InvalidInputError("screen training needs both mitotic figures and other objects")
-    net = build_screen_net(width)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=int(steps))
-    t0 = time.time()
-    net.train()
-    half = int(batch_size) // 2
-    for k in range(int(steps)):
-        b = np.concatenate([rng.choice(pos, half), rng.choice(neg, half)])
-        ox, oy = (int(v) for v in rng.integers(0, slack + 1, 2))
-        xb = _augment(x_all[b][..., oy : oy + size_px, ox : ox + size_px], rng)
-        loss = F.binary_cross_entropy_with_logits(net(xb)[:, 0], y_all[b])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress and (k + 1) % 100 == 0:
-            print(f"screen step {k + 1}/{steps} loss {loss.item():.4f}", flush=True)
-    seconds = time.time() - t0
-    screen = Screen(
-        net=net.eval(), input_mpp=mpp, patch_size_px=int(size_px), threshold=0.5, width=width
-    )
-    sv = screen.scores(centre_crop(val.patches, size_px), centre_crop(val.masks, size_px))
-    yv = val.is_mf == 1
-    thr = recall_threshold(sv[yv], target_recall)
-    screen.threshold = thr
-    metrics = {
-        "val_recall": float(np.mean(sv[yv] >= thr)),
-        "val_discarded": float(np.mean(sv[~yv] < thr)),
-        "val_mf": int(yv.sum()),
-        "val_other": int((~yv).sum()),
-        "target_recall": float(target_recall),
-        "threshold": thr,
-        "train_seconds": round(seconds, 1),
-        "steps": int(steps),
-        "seed": int(seed),
-    }
-    screen.card = {"metrics": metrics, "input_mpp": mpp, "patch_size_px": int(size_px)}
-    return screen, metrics

@@ -18,6 +18,12 @@ screen never trains on the classifier's validation slides. The keep-threshold is
 MIDOG radius) scores at or above it — for ``--target-recall`` of the figures the proposer found.
 The recall it gives on unseen slides is estimated by choosing the threshold on one half of the
 validation slides and measuring on the other (both ways); all of it goes into the model card.
+
+The network trains on the classifier's path (:func:`train_screen`): a
+:class:`~mitoscope.train.data.PatchDataset` drawn by :func:`~mitoscope.train.data.make_loader`
+with :func:`~mitoscope.train.data.mf_sample_weights`, :class:`~mitoscope.train.module.ScreenModule`
+(:class:`~mitoscope.train.module.MitosisModule`'s training step) in
+:func:`~mitoscope.train.module.make_trainer`'s Lightning Trainer.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ import argparse
 import csv
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..errors import InvalidInputError
 
 MATCH_UM = 7.5
 PAD_PX = 32
@@ -137,6 +146,80 @@ def build_screen_samples(
     )
 
 
+def train_screen(
+    train: Any,
+    val: Any,
+    *,
+    size_px: int = 32,
+    steps: int = 1500,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    width: int = 8,
+    target_recall: float = 0.995,
+    seed: int = 0,
+    jitter_px: int = 2,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Train a screen on ``train`` and choose its threshold on ``val`` (both SampleSets).
+
+    The classifier's Lightning path: ``steps`` batches of ``batch_size`` drawn with replacement,
+    mitotic figures and non-figures (proposer objects and imposters) with equal mass, uniform
+    within each (:func:`~mitoscope.train.data.mf_sample_weights`, no domain balancing); each
+    patch shifted by up to ``jitter_px``, flipped (p 0.5) and turned by a multiple of 90 degrees
+    (:class:`~mitoscope.train.data.PatchDataset`, no stain jitter); brightness and colour-shift
+    jitter, loss and one-cycle schedule in :class:`~mitoscope.train.module.ScreenModule`.
+    The threshold keeps ``target_recall`` of the validation positives; the returned metrics give
+    that recall and the share of validation non-figures discarded. (:func:`main` then re-chooses
+    the threshold per *figure*: a figure is kept when any candidate on it passes.)
+    """
+    import lightning as L
+
+    from ..classify.classifier import resolve_device
+    from ..classify.patches import centre_crop
+    from ..classify.screen import Screen, build_screen_net, recall_threshold
+    from .data import PatchDataset, make_loader, mf_sample_weights
+    from .module import ScreenModule, make_trainer
+
+    if not (train.is_mf == 1).any() or not (train.is_mf == 0).any():
+        raise InvalidInputError("screen training needs both mitotic figures and other objects")
+    mpp = float(train.meta.get("mpp", 0.5))
+    L.seed_everything(int(seed), workers=True, verbose=False)
+    module = ScreenModule(build_screen_net(width), lr=lr, steps=int(steps))
+    ds = PatchDataset(
+        train, size_px=int(size_px), stain_sigma=0.0, shift_px=int(jitter_px), seed=int(seed),
+        input_mpp=mpp, p_flip=0.5,
+    )  # fmt: skip
+    loader = make_loader(
+        ds,
+        weights=mf_sample_weights(train, neg_ratio=1.0, domain_balanced=False),
+        num_samples=int(steps) * int(batch_size),
+        batch_size=int(batch_size),
+        seed=int(seed),
+    )
+    t0 = time.time()
+    make_trainer(resolve_device("auto"), progress=progress).fit(module, train_dataloaders=loader)
+    seconds = time.time() - t0
+    net = module.screen.cpu().eval()
+    screen = Screen(net=net, input_mpp=mpp, patch_size_px=int(size_px), threshold=0.5, width=width)
+    sv = screen.scores(centre_crop(val.patches, size_px), centre_crop(val.masks, size_px))
+    yv = val.is_mf == 1
+    thr = recall_threshold(sv[yv], target_recall)
+    screen.threshold = thr
+    metrics = {
+        "val_recall": float(np.mean(sv[yv] >= thr)),
+        "val_discarded": float(np.mean(sv[~yv] < thr)),
+        "val_mf": int(yv.sum()),
+        "val_other": int((~yv).sum()),
+        "target_recall": float(target_recall),
+        "threshold": thr,
+        "train_seconds": round(seconds, 1),
+        "steps": int(steps),
+        "seed": int(seed),
+    }
+    screen.card = {"metrics": metrics, "input_mpp": mpp, "patch_size_px": int(size_px)}
+    return screen, metrics
+
+
 def figure_recall(
     scores: np.ndarray, figure: np.ndarray, figures: np.ndarray, threshold: float
 ) -> tuple[float, int]:
@@ -205,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ..classify.screen import train_screen
     from .data import slide_split
 
     torch.set_num_threads(int(args.threads))

@@ -468,7 +468,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     from ..classify.registry import create_model, get_spec
     from .data import PatchDataset, make_loader, mf_sample_weights
     from .metrics import best_balanced_accuracy_threshold, best_f1_threshold, threshold_at_recall
-    from .module import MitosisModule
+    from .module import MitosisModule, make_trainer
 
     cfg = cfg.validate()
     if cfg.threads:
@@ -532,16 +532,8 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             batch_size=cfg.batch_size,
             seed=int(seed),
         )
-        trainer = L.Trainer(
-            max_epochs=epochs,
-            accelerator="gpu" if dev.type == "cuda" else "cpu",
-            devices=1,
-            precision="16-mixed" if dev.type == "cuda" else "32-true",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=cfg.progress,
-            enable_model_summary=False,
-            fast_dev_run=cfg.fast_dev_run,
+        trainer = make_trainer(
+            dev, epochs=epochs, progress=cfg.progress, fast_dev_run=cfg.fast_dev_run
         )
         trainer.fit(module, train_dataloaders=loader)
         return module.net
@@ -679,7 +671,11 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             "validation figures"
             if cfg.mf_threshold_recall is not None
             else "MF: max F1 on the validation slides"
-            + (" and validation tissue images (every candidate a negative)" if non_commercial else "")
+            + (
+                " and validation tissue images (every candidate a negative)"
+                if non_commercial
+                else ""
+            )
         )
         + "; atypical: max balanced accuracy on the validation figures",
     }
