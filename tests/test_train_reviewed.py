@@ -232,3 +232,12 @@ def test_cli_trains_from_reviewed_answers_and_refuses_weights_without_agreement(
     assert code == 2 and len(err) == 1 and err[0].startswith("mitoscope: error: "), err
     assert "mf_loss" in err[0]
     assert not (tmp_path / "bad.pt").exists()
+    # with the loss that applies the weights it trains (the samples cached by the tests above)
+    src = f"reviewed:{reviewed['run']},images={reviewed['slides']},mpp={MPP}," + ",".join(
+        f"{k}={v}" for k, v in DOWN.items()
+    )
+    out = tmp_path / "ok.pt"
+    code = main(["train", "--source", src, "--arch", "tiny_cnn", "--fast-dev-run", "--mf-loss",
+                 "agreement", "--cache-dir", str(reviewed["cache"]), "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert out.is_file()
