@@ -51,8 +51,8 @@ def train_detector_cmd(
     import json
     from dataclasses import replace
 
-    from ..train.detector import DetectorTrainConfig, train_detector
-    from ..train.sources import check_amibr_folder, parse_source_arg
+    from ..train.detector import DetectorTrainConfig, scenes_for, train_detector
+    from ..train.sources import parse_source_arg
     from ..train.train import load_config
     from .train import check_writable
 
@@ -74,9 +74,9 @@ def train_detector_cmd(
     if fast_dev_run:
         cfg = replace(cfg, fast_dev_run=True)
     cfg = cfg.validate()
-    for src in cfg.sources:
-        if str(src.get("type", "")).lower() == "amibr" and src.get("path"):
-            check_amibr_folder(src["path"])
     check_writable(Path(cfg.out))  # before any work
-    result = train_detector(cfg)
+    # every source checked (labels, images, pixel sizes, positions), then the images read: all
+    # before torch is imported and any network built, so a mistake in the data is found at once
+    scenes = scenes_for(cfg)
+    result = train_detector(cfg, scenes=scenes)
     typer.echo(json.dumps({"out": str(result.path), **result.metrics}, default=float))

