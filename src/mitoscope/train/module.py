@@ -182,14 +182,17 @@ class ScreenModule(MitosisModule):
     def screen(self) -> nn.Module:
         return self.net.screen
 
+    def brightness_jitter(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` (N, 3, H, W) in [0, 1] times a per-patch gain plus a per-channel shift."""
+        n = image.shape[0]
+        gain = 1.0 + self.gain_sigma * torch.randn((n, 1, 1, 1), device=image.device)
+        shift = self.shift_sigma * torch.randn((n, 3, 1, 1), device=image.device)
+        return (image * gain + shift).clamp_(0.0, 1.0)
+
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int):
-        if not (self.trainer.training and (self.gain_sigma or self.shift_sigma)):
-            return batch
-        x = batch["image"]
-        n = x.shape[0]
-        gain = 1.0 + self.gain_sigma * torch.randn((n, 1, 1, 1), device=x.device)
-        shift = self.shift_sigma * torch.randn((n, 3, 1, 1), device=x.device)
-        return dict(batch, image=(x * gain + shift).clamp_(0.0, 1.0))
+        if self.trainer.training and (self.gain_sigma or self.shift_sigma):
+            return dict(batch, image=self.brightness_jitter(batch["image"]))
+        return batch
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
