@@ -332,6 +332,14 @@ def run_ray(
                 f"cannot connect to the Ray cluster at {address}: {exc}; check --address "
                 f"(e.g. 'auto' or 'ray://host:10001') or omit it for a local Ray instance"
             ) from None
+        except Exception as exc:  # e.g. Ray's 30 s node start-up limit on a busy machine
+            _failed_start(ray, None if address else before)
+            what = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            raise MitoscopeError(
+                f"could not {what}: {msg}; retry (on a busy machine Ray's processes may "
+                "miss its start-up limit), or run with --executor local"
+            ) from None
         started = True
         if not address and _reaper.available():  # a Ray instance of our own: no orphans
             reaper = _reaper.start_reaper(_reaper.children(os.getpid()) - before)
@@ -361,6 +369,19 @@ def run_ray(
             from .reaper import stop_reaper
 
             stop_reaper(reaper)
+
+
+def _failed_start(ray: Any, before: set[int] | None) -> None:
+    """After a failed ``ray.init``: reset Ray's state and stop the processes it had started on
+    this machine (the children of this process that were not there ``before``)."""
+    from . import reaper as _reaper
+
+    try:
+        ray.shutdown()
+    except Exception:  # best effort: the start already failed
+        pass
+    if before is not None and _reaper.available():
+        _reaper.stop_reaper(_reaper.start_reaper(_reaper.children(os.getpid()) - before))
 
 
 def _ray_error_line(exc: BaseException) -> str:

@@ -292,7 +292,9 @@ def run_cohort(
     finally:
         if database is not None:
             database.close()
-        summary_path = write_cohort_summary(records, out / SUMMARY_NAME)
+        summary_path = out / SUMMARY_NAME
+        if any(r.status != "pending" for r in records):  # none when nothing ran (no Ray, say)
+            write_cohort_summary(records, summary_path)
     res = CohortResult(
         out_dir=out, records=records, summary_path=summary_path, seconds=time.perf_counter() - t0
     )
