@@ -15,7 +15,7 @@ Candidates (``--candidates``, comma-separated):
   on the averaged validation probabilities);
 - ``dedicated_96``: the same at 96 px (24 um); ``dedicated_no_stain``: without stain / domain
   augmentation; ``dedicated_resnet18_scratch``: ResNet18 trained from scratch;
-- ``head``: the baseline, the current bundled model's recipe (``configs/default_model.toml``:
+- ``head``: the baseline, the current first bundled model's recipe (``configs/amibr_64.toml``:
   multi-task EfficientNet-Lite0 on 64 px + the atypical head refitted on frozen features, 4
   rotations) **retrained per fold** on the same training slides and measured on the same
   held-out figures (the bundled checkpoint itself was trained on most of these slides, so it
@@ -121,7 +121,7 @@ def run_head(samples, test_mask, seed, args) -> dict:
     from mitoscope.train.samples import KIND_CENTRE
     from mitoscope.train.train import TrainConfig, load_config, train
 
-    fields = load_config(ROOT / "configs" / "default_model.toml")
+    fields = load_config(ROOT / "configs" / "amibr_64.toml")
     fields.pop("out", None)
     cfg = TrainConfig(**fields)
     cfg = replace(

@@ -172,14 +172,13 @@ TARGET_RECALL = 0.93
 
 
 def recall_metrics(clf, va) -> dict:
-    from mitoscope.train.metrics import balanced_accuracy_at
+    from mitoscope.train.metrics import balanced_accuracy_at, threshold_at_recall
 
     mf, at = clf.predict_patches(va.patches, va.masks)
     y = va.is_mf.astype(bool)
     has = va.atypical >= 0
     # the highest threshold that keeps TARGET_RECALL of the labelled validation figures
-    pos = np.sort(mf[y])[::-1]
-    thr_recall = float(pos[max(0, int(np.ceil(TARGET_RECALL * len(pos))) - 1)])
+    thr_recall = threshold_at_recall(y, mf, TARGET_RECALL)
     return {
         "threshold": round(float(clf.threshold), 4),
         "threshold_at_target_recall": round(thr_recall, 4),

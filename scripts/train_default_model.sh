@@ -8,6 +8,8 @@ export HF_HUB_OFFLINE=1
 .venv/bin/mitoscope train --config configs/default_model.toml "$@"
 .venv/bin/python -m mitoscope.train.screen_train --out src/mitoscope/data/mitoscope_screen.pt
 .venv/bin/python -m mitoscope.train.card src/mitoscope/data/mitoscope_default_classifier.pt > docs/model_card.md
-# Optional stage 2 (not bundled: see docs/benchmarks.md "Credible counts"): fine-tune with
-# ordinary-tissue negatives (CC BY-NC-SA 4.0), hard-negative mining and domain augmentation:
+# The classifier is trained with the ordinary-tissue images (CC BY-NC-SA 4.0) as negatives, so
+# its weights are for non-commercial use (the model card says so).
+# The first bundled classifier (64 px, AMi-Br only, MIT) and its tissue fine-tuning, for reference:
+#   .venv/bin/mitoscope train --config configs/amibr_64.toml
 #   .venv/bin/mitoscope train --config configs/default_model_tissue.toml

@@ -275,3 +275,45 @@ def test_real_mitosis_crops_recalled():
         d = np.hypot(c.x_px - 32 - 64, c.y_px - 32 - 64) * mpp
         hits += bool(d.size and d.min() <= 7.5)
     assert hits >= 58
+
+
+def test_ink_speck_is_dropped_nucleus_next_to_nothing_is_kept():
+    """Green / cyan marking ink is not stain: a dark speck with an ink rim is no candidate, a
+    nucleus of the same darkness elsewhere is (sizes in um, at two pixel sizes)."""
+    from mitoscope.candidates.base import ink_fraction
+
+    for mpp in (0.25, 0.5):
+        img = render([(30.0, 30.0, 3.0), (90.0, 90.0, 3.0)], size_um=128.0, mpp=mpp, colour=MITOSIS)
+        n = img.shape[0]
+        c = (np.arange(n) + 0.5) * mpp
+        yy, xx = np.meshgrid(c, c, indexing="ij")
+        rim = (np.hypot(xx - 90.0, yy - 90.0) > 3.0) & (np.hypot(xx - 90.0, yy - 90.0) <= 4.5)
+        img[rim] = (40, 150, 150)  # teal ink around the second dark object
+        raw = ClassicalProposer().propose(img, mpp=mpp)
+        assert ink_fraction(img, raw, mpp=mpp).max() > 0.05
+        got = propose_slide(ArraySlide(img, mpp=mpp), tile_um=128.0, overlap_um=0.0, work_mpp=mpp)
+        assert len(got) >= 1
+        d_nuc = np.hypot(got.x_px * mpp - 30.0, got.y_px * mpp - 30.0)
+        d_ink = np.hypot(got.x_px * mpp - 90.0, got.y_px * mpp - 90.0)
+        assert (d_nuc < 2.0).sum() == 1, "the nucleus must stay a candidate"
+        assert (d_ink < 6.0).sum() == 0, "the ink speck must not be a candidate"
+
+
+def test_real_mitoses_are_never_taken_for_ink():
+    """On expert-labelled mitotic figures (AMi-Br crops, several scanners), the candidate at
+    the centre keeps an ink share far below the cut."""
+    from PIL import Image
+
+    from mitoscope.candidates.base import MAX_INK_FRACTION, ink_fraction
+
+    root = shared_file("amibr-train")
+    files = sorted(root.glob("*/*.png"))[::40]
+    assert len(files) > 60
+    worst = 0.0
+    for f in files:
+        img = np.asarray(Image.open(f).convert("RGB"))
+        c = ClassicalProposer().propose(img, mpp=0.25)
+        if len(c):
+            k = int(np.argmin(np.hypot(c.x_px - img.shape[1] / 2, c.y_px - img.shape[0] / 2)))
+            worst = max(worst, float(ink_fraction(img, c, mpp=0.25)[k]))
+    assert worst < MAX_INK_FRACTION / 2, worst

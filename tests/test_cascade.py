@@ -262,8 +262,10 @@ def test_worker_copies_do_not_need_torch(tmp_path: Path) -> None:
     blob = tmp_path / "w.pkl"
     blob.write_bytes(pickle.dumps((clf.for_workers(), sc.for_workers())))
     rng = np.random.default_rng(0)
-    p = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
-    m = rng.random((3, 64, 64)) > 0.6
+    n = int(clf.patch_size_px)  # the classifier's field; the screen sees its centre 40 px
+    o = (n - 40) // 2
+    p = rng.integers(0, 255, (3, n, n, 3), dtype=np.uint8)
+    m = rng.random((3, n, n)) > 0.6
     np.save(tmp_path / "p.npy", p)
     np.save(tmp_path / "m.npy", m)
     code = (
@@ -271,14 +273,14 @@ def test_worker_copies_do_not_need_torch(tmp_path: Path) -> None:
         f"c, s = pickle.loads(open({str(blob)!r}, 'rb').read())\n"
         f"p = np.load({str(tmp_path / 'p.npy')!r}); m = np.load({str(tmp_path / 'm.npy')!r})\n"
         "mf, at = c.predict_patches(p, m)\n"
-        "sc = s.scores(p[:, 12:52, 12:52], m[:, 12:52, 12:52])\n"
+        f"sc = s.scores(p[:, {o}:{o + 40}, {o}:{o + 40}], m[:, {o}:{o + 40}, {o}:{o + 40}])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(' '.join(f'{v:.8f}' for v in [*mf, *at, *sc]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     got = np.array(out.stdout.split(), dtype=float)
     mf, at = clf.predict_patches(p, m)
-    want = np.concatenate([mf, at, sc.scores(p[:, 12:52, 12:52], m[:, 12:52, 12:52])])
+    want = np.concatenate([mf, at, sc.scores(p[:, o : o + 40, o : o + 40], m[:, o : o + 40, o : o + 40])])
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 

@@ -14,6 +14,36 @@ from ..types import Candidates
 #: OMG-Net's candidate size range (um²): smaller or larger objects are not nuclei.
 MIN_AREA_UM2 = 2.25
 MAX_AREA_UM2 = 225.0
+#: green minus red (8-bit levels) above which a pixel is green / cyan marking ink, not stain:
+#: haematoxylin, eosin and DAB all absorb green at least as much as red, so H&E never shows it
+#: (none of the 2,894 AMi-Br mitosis crops has 1 % such pixels in its 32 um field; the 30 TCGA
+#: tissue images have at most 0.08 % anywhere)
+INK_GREEN_EXCESS = 30
+#: a candidate with more than this share of ink pixels around it (its box grown by
+#: :data:`INK_MARGIN_UM`) is an ink speck: an ink deposit's dark core is blue or purple like
+#: haematoxylin, only its rim is green, so the rim around the object is what gives it away
+MAX_INK_FRACTION = 0.05
+INK_MARGIN_UM = 2.0
+
+
+def ink_fraction(image: np.ndarray, cands: Candidates, *, mpp: float) -> np.ndarray:
+    """Share of green / cyan marking-ink pixels (``G - R > INK_GREEN_EXCESS``) in each
+    candidate's box grown by :data:`INK_MARGIN_UM` (``cands`` in the pixels of ``image``, whose
+    pixel size is ``mpp`` um)."""
+    rgb = np.asarray(image)
+    out = np.zeros(len(cands))
+    if not len(cands) or rgb.ndim != 3 or rgb.shape[-1] < 3:
+        return out
+    ink = (rgb[..., 1].astype(np.int16) - rgb[..., 0].astype(np.int16)) > INK_GREEN_EXCESS
+    if not ink.any():
+        return out
+    h, w = ink.shape
+    g = int(round(INK_MARGIN_UM / float(mpp)))
+    for i, (x0, y0, x1, y1) in enumerate(cands.bbox):
+        xa, ya, xb, yb = max(0, x0 - g), max(0, y0 - g), min(w, x1 + g), min(h, y1 + g)
+        if xb > xa and yb > ya:
+            out[i] = float(ink[ya:yb, xa:xb].mean())
+    return out
 
 
 @runtime_checkable

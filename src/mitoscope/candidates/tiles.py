@@ -57,9 +57,13 @@ def propose_tile(
     cands = proposer.propose(small, mpp=pmpp)
     n = len(cands)
     if n:
+        from .base import MAX_INK_FRACTION, ink_fraction
+
         sx, sy = fx * work_mpp / info.mpp, fy * work_mpp / info.mpp
+        # ink specks (green / cyan marking ink inside tissue) are not nuclei, whatever proposed them
         cands = cands.filter(
             in_core(tile, centre_to(cands.x_px, sx, tile.x), centre_to(cands.y_px, sy, tile.y))
+            & (ink_fraction(small, cands, mpp=pmpp) <= MAX_INK_FRACTION)
         )
     if timing is not None:
         timing["read_s"] = timing.get("read_s", 0.0) + (t1 - t0)

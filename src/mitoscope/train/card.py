@@ -25,6 +25,8 @@ def render_model_card(
     sp = card.get("split", {})
     cfg = card.get("config", {})
 
+    tta = int(card.get("atypical_tta") or cfg.get("atypical_tta") or 1)
+
     def f(x: Any) -> str:
         return f"{x:.3f}" if isinstance(x, float) else str(x)
 
@@ -73,13 +75,19 @@ def render_model_card(
         "",
         "## Thresholds (chosen on the validation slides only)",
         f"- rule: {card.get('threshold_choice', 'MF: maximum F1; atypical: maximum balanced accuracy')}",
-        f"- MF: {threshold:.4f} (maximum F1); atypical: {atypical_threshold:.4f} "
+        f"- MF: {threshold:.4f} ("
+        + (
+            f"keeps recall {cfg['mf_threshold_recall']} of the labelled validation figures"
+            if cfg.get("mf_threshold_recall")
+            else "maximum F1"
+        )
+        + f"); atypical: {atypical_threshold:.4f} "
         "(maximum balanced accuracy"
         + (
-            f", on the atypical probability averaged over {card.get('atypical_tta')} "
+            f", on the atypical probability averaged over {tta} "
             "views (90-degree rotations, then mirrored) — test-time augmentation, applied to "
             "mitoses during detection)"
-            if int(card.get("atypical_tta", 1) or 1) > 1
+            if tta > 1
             else ")"
         ),
         "",
@@ -105,10 +113,9 @@ def render_model_card(
         "```",
         *[f"{k} = {v}" for k, v in cfg.items() if k not in ("progress",)],
         "```",
-        "Reproduce with `scripts/train_default_model.sh`: stage 1 `mitoscope train --config "
-        "configs/default_model.toml` (AMi-Br crops), then stage 2 `mitoscope train --config "
-        "configs/default_model_tissue.toml` (fine-tuned from stage 1: tissue negatives, "
-        "hard-negative mining, domain augmentation)"
+        "Reproduce: stage 1 `mitoscope train --config configs/amibr_64.toml` (AMi-Br crops), "
+        "then stage 2 `mitoscope train --config configs/default_model_tissue.toml` (fine-tuned "
+        "from stage 1: tissue negatives, hard-negative mining, domain augmentation)"
         if cfg.get("init_from")
         else "Reproduce with `scripts/train_default_model.sh` (= `mitoscope train --config "
         "configs/default_model.toml`).",
@@ -123,7 +130,11 @@ def render_model_card(
             "figures and a gallery of the bundled sample's detections are in docs/benchmarks.md "
             '("Credible counts"). Other tumour types\' mitoses, species, frozen sections and '
             "scanners remain out of the labelled domain: fine-tune with `mitoscope train` "
-            "(docs/training.md) on labelled data of yours."
+            "(docs/training.md) on labelled data of yours. On ordinary tissue it may still call "
+            "dark interphase, stromal and pyknotic nuclei (the bundled model: tens per mm² "
+            "of organs left out of training, docs/benchmarks.md): "
+            "look at the detections (the HTML report's gallery, `mitoscope review`) before "
+            "grading with the count."
             if d.get("non_commercial")
             else "other tumours, species, stains, scanners and lower resolutions are out of "
             "domain. **Counts outside breast-cancer mitosis crops are not credible**: on "
