@@ -19,7 +19,10 @@ real images of ordinary tissue (the bundled skin sample slide and a 1000 x 1000 
 
 Run::
 
-    .venv/bin/python benchmarks/cascade_recall.py [--threads 1] [--json out.json]
+    .venv/bin/python benchmarks/cascade_recall.py [--threads 1] [--json out.json] [--model M.pt]
+
+Per mode it also reports each threshold's detection recall and the highest threshold that keeps
+``--target-recall`` (0.93) of the figures end to end (proposer, screen, classifier, merging).
 """
 
 from __future__ import annotations
@@ -55,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="first N validation crops (0 = all)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--model", type=Path, default=None, help="classifier (default: the bundled one)")
+    ap.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.93,
+        help="also report, per mode, the highest threshold whose detection recall is at least this",
+    )
+    ap.add_argument(
+        "--write-threshold",
+        action="store_true",
+        help="set the measured model's MF threshold to the cascade mode's threshold for "
+        "--target-recall (the end-to-end operating point; the rule goes into its card)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -65,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from mitoscope.detect import DetectConfig, detect_slide
     from mitoscope.evaluate.matching import match_points
     from mitoscope.slide import ArraySlide, open_slide
+    from mitoscope.train.metrics import threshold_at_recall
 
     torch.set_num_threads(args.threads)
     root = common.SHARED_DATA / "amibr-train"
@@ -80,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             if r["neighbour_class"] == "MF":
                 nb.setdefault(r["crop_file"], []).append((float(r["dx_px"]), float(r["dy_px"])))
 
-    clf = load_classifier(device="cpu")
+    clf = load_classifier(args.model, device="cpu")
     screen = load_screen()
     thr = clf.threshold
     modes = {
@@ -116,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     oos = "cascade, screen threshold from the other half of the slides (out of sample)"
     modes[oos] = DetectConfig(floor=0.0, report=False, cascade=True)
     stats = {
-        m: {"tp": 0, "fp": 0, "fn": 0, "cand_hit": 0, "n_cand": 0, "n_prop": 0, "s": 0.0}
+        m: {"tp": 0, "fp": 0, "fn": 0, "cand_hit": 0, "n_cand": 0, "n_prop": 0, "s": 0.0, "best": []}
         for m in modes
     }
     n_truth = 0
@@ -150,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             st["n_cand"] += int(inside.sum())
             st["n_prop"] += int(res.stats.n_proposed)
             st["cand_hit"] += match_points(truth_um, pts, radius=MATCH_UM).tp
+            # each figure's best-scoring detection within the matching radius (0: none): the
+            # detection recall at any threshold t is the share of figures whose best is >= t
+            for tx, ty in truth_um:
+                near = np.hypot(pts[:, 0] - tx, pts[:, 1] - ty) <= MATCH_UM
+                st["best"].append(float(probs[near].max()) if near.any() else 0.0)
             m = match_points(truth_um, pts[probs >= thr], radius=MATCH_UM)
             st["tp"] += m.tp
             st["fp"] += m.fp
@@ -173,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             "candidates_classified": st["n_cand"],
             "proposed": st["n_prop"],
             "seconds": round(st["s"], 1),
+            f"threshold_at_recall_{args.target_recall}": threshold_at_recall(
+                np.ones(len(st["best"]), bool), np.array(st["best"]), args.target_recall
+            ),
+            "recall_at": {
+                f"{t:.2f}": float(np.mean(np.array(st["best"]) >= t))
+                for t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+            },
         }
     a, b, c = (out["modes"][k] for k in modes)
     out["relative_recall_loss"] = 1.0 - b["recall"] / a["recall"] if a["recall"] else float("nan")
@@ -203,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     out["ordinary_tissue"] = ordinary
     print(json.dumps(out, indent=2))
     print()
-    print("| mode | candidate recall | recall @ thr | precision | F1 | candidates classified | s |")
-    print("|---|---|---|---|---|---|---|")
+    key = f"threshold_at_recall_{args.target_recall}"
+    print(
+        "| mode | candidate recall | recall @ thr | precision | F1 | candidates classified | s "
+        f"| threshold for recall {args.target_recall} |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, m in out["modes"].items():
         print(
             f"| {name} | {m['candidate_recall']:.4f} | {m['recall']:.4f} | {m['precision']:.4f} "
-            f"| {m['f1']:.4f} | {m['candidates_classified']} | {m['seconds']} |"
+            f"| {m['f1']:.4f} | {m['candidates_classified']} | {m['seconds']} | {m[key]:.4f} |"
         )
     print(
         f"\nrelative recall loss of the cascade at the threshold: {out['relative_recall_loss']:.2%}"
@@ -220,6 +253,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: screen discards {o['discarded_share']:.1%} of {o['proposed']} proposed")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
+    if args.write_threshold:
+        from mitoscope.classify.checkpoint import default_model_path, set_threshold
+
+        casc = out["modes"]["cascade (propose at 0.5 um/px, screen, classify kept)"]
+        t = float(casc[key])
+        target = args.model or default_model_path()
+        set_threshold(
+            target,
+            t,
+            rule=f"MF: the highest threshold at which `mitoscope detect` (classical proposer, "
+            f"cascade screen, this classifier, merging) finds {args.target_recall} of the "
+            f"{n_truth} labelled figures of the {len(val)} validation slides "
+            "(benchmarks/cascade_recall.py --write-threshold)",
+            evidence={
+                "target_recall": args.target_recall,
+                "figures": n_truth,
+                "validation_slides": len(val),
+                "recall_at": casc["recall_at"],
+                "threshold": t,
+            },
+        )
+        print(f"threshold of {target} set to {t:.4f}")
     return 0
 
 

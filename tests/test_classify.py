@@ -282,3 +282,24 @@ def test_atypical_test_time_augmentation(tmp_path):
     hi = mf >= cut
     np.testing.assert_allclose(at2[hi], at[hi], atol=1e-7)
     np.testing.assert_allclose(at2[~hi], views[0][1][~hi], atol=1e-7)
+
+
+def test_set_threshold_replaces_it_and_records_why(tmp_path):
+    """The end-to-end operating point (benchmarks/cascade_recall.py --write-threshold) is
+    written into the checkpoint with its rule and evidence; the training threshold is kept."""
+    from mitoscope.classify.checkpoint import set_threshold
+    from mitoscope.train.card import render_model_card
+
+    path = _tiny_checkpoint(tmp_path / "tiny.pt", card={"config": {}})
+    before = load_classifier(path, device="cpu")
+    p0 = before.predict_patches(np.zeros((1, 32, 32, 3), np.uint8), np.zeros((1, 32, 32), bool))
+    set_threshold(path, 0.123, rule="MF: recall 0.93 end to end", evidence={"target_recall": 0.93})
+    clf = load_classifier(path, device="cpu")
+    assert clf.threshold == pytest.approx(0.123)
+    assert clf.atypical_threshold == pytest.approx(0.6)
+    assert clf.card["threshold_at_training"] == pytest.approx(0.4)
+    assert clf.card["threshold_choice"].startswith("MF: recall 0.93 end to end")
+    p1 = clf.predict_patches(np.zeros((1, 32, 32, 3), np.uint8), np.zeros((1, 32, 32), bool))
+    np.testing.assert_allclose(p0[0], p1[0])  # the weights are untouched
+    text = render_model_card(clf.card, threshold=clf.threshold, atypical_threshold=0.6)
+    assert "0.1230 (`mitoscope detect` finds 0.93" in text and "0.4000 at training" in text

@@ -204,6 +204,37 @@ def write_members_blob(
     return path
 
 
+def set_threshold(path: str | Path, threshold: float, *, rule: str, evidence: dict[str, Any]) -> Path:
+    """Replace a classifier checkpoint's MF threshold (atomically), recording in its card the
+    ``rule`` that chose it and the ``evidence`` (measured numbers) it was chosen on; the
+    threshold ``train`` chose is kept in the card as ``threshold_at_training``."""
+    import torch
+
+    from ..io.atomic import atomic_path
+
+    path = Path(path)
+    blob = read_checkpoint(
+        path,
+        fmt=FORMAT,
+        version=VERSION,
+        what="model file",
+        kind="classifier",
+        fields=CLASSIFIER_FIELDS,
+    )
+    card = dict(blob.get("card") or {})
+    card.setdefault("threshold_at_training", float(blob["threshold"]))
+    card["threshold_choice"] = rule + (
+        "; atypical: max balanced accuracy on the validation figures"
+        if "atypical" not in rule
+        else ""
+    )
+    card["threshold_evidence"] = evidence
+    blob = {**blob, "threshold": float(threshold), "card": card}
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+    return path
+
+
 __all__ = [
     "ARCH_KWARGS_FIELDS",
     "CLASSIFIER_FIELDS",
@@ -214,5 +245,6 @@ __all__ = [
     "default_model_path",
     "read_checkpoint",
     "save_checkpoint",
+    "set_threshold",
     "write_members_blob",
 ]

@@ -77,7 +77,11 @@ def render_model_card(
         f"- rule: {card.get('threshold_choice', 'MF: maximum F1; atypical: maximum balanced accuracy')}",
         f"- MF: {threshold:.4f} ("
         + (
-            f"keeps recall {cfg['mf_threshold_recall']} of the labelled validation figures"
+            f"`mitoscope detect` finds {card['threshold_evidence'].get('target_recall')} of the "
+            f"labelled validation figures end to end; {card.get('threshold_at_training', 0):.4f} "
+            "at training, on the validation patches"
+            if card.get("threshold_evidence")
+            else f"keeps recall {cfg['mf_threshold_recall']} of the labelled validation figures"
             if cfg.get("mf_threshold_recall")
             else "maximum F1"
         )
@@ -131,7 +135,7 @@ def render_model_card(
             '("Credible counts"). Other tumour types\' mitoses, species, frozen sections and '
             "scanners remain out of the labelled domain: fine-tune with `mitoscope train` "
             "(docs/training.md) on labelled data of yours. On ordinary tissue it may still call "
-            "dark interphase, stromal and pyknotic nuclei (the bundled model: tens per mm² "
+            "dark interphase, stromal and pyknotic nuclei (the bundled model: >= 100 per mm² "
             "of organs left out of training, docs/benchmarks.md): "
             "look at the detections (the HTML report's gallery, `mitoscope review`) before "
             "grading with the count."
