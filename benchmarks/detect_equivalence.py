@@ -10,7 +10,8 @@ and one tissue image of ``../shared/data/tissue/images`` (with ``--mosaic`` also
 four tissue images) and writes a fingerprint of every input to a JSON file: the detections
 (level-0 x, y, MF and atypical probabilities from the MIDOG json and the CSV), the summary
 counts, the output file names with the SHA-256 of the GeoJSON, MIDOG json and CSV, a
-normalised hash of the HTML report (detection time blanked, white space folded) and of the
+normalised hash of the HTML report (detection time blanked, white space folded, Grad-CAM images
+counted but not hashed: their pixels depend on torch's thread count) and of the
 SQLite database (times, random ids and the input's folder left out). ``check`` runs the same
 again and lists every difference; exit code 1 when there is one.
 ``tests/test_detect_equivalence.py`` runs the same check.
@@ -153,6 +154,10 @@ def fingerprint(out_dir: Path, stem: str, code: int) -> dict[str, Any]:
     if report.exists():
         text = report.read_text(encoding="utf-8")
         text = re.sub(r"<td>detection time</td><td>[^<]*</td>", "", text)
+        # Grad-CAM pixels come from a torch backward pass whose float reductions depend on the
+        # thread count (earlier tests in one pytest process change it): counted, not hashed
+        fp["gradcam_images"] = len(re.findall(r'<img alt="Grad-CAM" src="data:', text))
+        text = re.sub(r'(<img alt="Grad-CAM" src=")data:image/png;base64,[^"]*"', r'\1"', text)
         text = re.sub(r"\s+", " ", re.sub(r">\s+<", "><", text)).strip()
         fp["report_sha256"] = _sha(text.encode())
     summary_path = out_dir / f"{stem}.summary.json"
