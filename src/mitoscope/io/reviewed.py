@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..errors import InvalidInputError
 from .records import MITOTIC, NON_MITOTIC, PointAnnotations, canonical_label, str_array
-from .sliderunner import CLASS_AMF, CLASS_MF, _connect_ro, _position
+from .sliderunner import CLASS_AMF, CLASS_MF, _connect_ro, _coordinates, _position
 
 #: the review app's answer "equivocal" (a class of the run database)
 CLASS_EQUIVOCAL = "Equivocal"
@@ -139,13 +139,7 @@ def read_reviewed(
             "SELECT uid, slide, type FROM Annotations WHERE deleted = 0 OR deleted IS NULL "
             "ORDER BY uid"
         ).fetchall()
-        coords: dict[int, list[tuple[float, float]]] = defaultdict(list)
-        for anno, x, y in con.execute(
-            "SELECT annoId, coordinateX, coordinateY FROM Annotations_coordinates "
-            "ORDER BY annoId, orderIdx, uid"
-        ):
-            if anno is not None and int(anno) in answers:
-                coords[int(anno)].append((float(x), float(y)))
+        coords = _coordinates(con)
     except sqlite3.DatabaseError as exc:
         raise InvalidInputError(f"{db.name}: unreadable SlideRunner tables ({exc})") from None
     finally:

@@ -135,6 +135,18 @@ def read_sliderunner(
         con.close()
 
 
+def _coordinates(con: sqlite3.Connection) -> dict[int, list[tuple[float, float]]]:
+    """Each annotation's vertices in drawing order (``Annotations_coordinates``), by its uid."""
+    coords: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for anno, x, y in con.execute(
+        "SELECT annoId, coordinateX, coordinateY FROM Annotations_coordinates "
+        "ORDER BY annoId, orderIdx, uid"
+    ):
+        if anno is not None:
+            coords[int(anno)].append((float(x), float(y)))
+    return coords
+
+
 def _read(
     con: sqlite3.Connection, p: Path, exclude_persons: tuple[str, ...], include_deleted: bool
 ) -> PointAnnotations:
@@ -164,12 +176,7 @@ def _read(
         f"SELECT uid, slide, guid, type, agreedClass, description FROM Annotations {where} "
         "ORDER BY uid"
     ).fetchall()
-    coords: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for anno, x, y in con.execute(
-        "SELECT annoId, coordinateX, coordinateY FROM Annotations_coordinates "
-        "ORDER BY annoId, orderIdx, uid"
-    ):
-        coords[anno].append((float(x), float(y)))
+    coords = _coordinates(con)
     votes: dict[int, dict[int, int]] = defaultdict(dict)
     if "Annotations_label" in tables:
         for anno, person, cls in con.execute(
