@@ -14,10 +14,10 @@ import numpy as np
 
 from ..geometry import centre_to, scale_boxes
 from ..types import Candidates, Tile
+from .base import MAX_INK_FRACTION, Proposer, ink_fraction
 
 if TYPE_CHECKING:
     from ..slide.reader import SlideReader
-    from .base import Proposer
 
 
 def propose_tile(
@@ -57,8 +57,6 @@ def propose_tile(
     cands = proposer.propose(small, mpp=pmpp)
     n = len(cands)
     if n:
-        from .base import MAX_INK_FRACTION, ink_fraction
-
         sx, sy = fx * work_mpp / info.mpp, fy * work_mpp / info.mpp
         # ink specks (green / cyan marking ink inside tissue) are not nuclei, whatever proposed them
         cands = cands.filter(

@@ -204,14 +204,12 @@ def write_members_blob(
     return path
 
 
-def set_threshold(path: str | Path, threshold: float, *, rule: str, evidence: dict[str, Any]) -> Path:
+def set_threshold(
+    path: str | Path, threshold: float, *, rule: str, evidence: dict[str, Any]
+) -> Path:
     """Replace a classifier checkpoint's MF threshold (atomically), recording in its card the
     ``rule`` that chose it and the ``evidence`` (measured numbers) it was chosen on; the
     threshold ``train`` chose is kept in the card as ``threshold_at_training``."""
-    import torch
-
-    from ..io.atomic import atomic_path
-
     path = Path(path)
     blob = read_checkpoint(
         path,
@@ -229,10 +227,10 @@ def set_threshold(path: str | Path, threshold: float, *, rule: str, evidence: di
         else ""
     )
     card["threshold_evidence"] = evidence
-    blob = {**blob, "threshold": float(threshold), "card": card}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-    return path
+    fields = {k: v for k, v in blob.items() if k not in ("members", "card")}
+    return write_members_blob(
+        path, {**fields, "threshold": float(threshold)}, blob["members"], card
+    )
 
 
 __all__ = [

@@ -607,9 +607,10 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
         atypical_views=int(cfg.atypical_tta),
     )
     mf, at = clf.predict_patches(va.patches, va.masks)
-    thr, _ = best_f1_threshold(va.is_mf, mf)
     if cfg.mf_threshold_recall is not None:
         thr = threshold_at_recall(va.is_mf, mf, cfg.mf_threshold_recall)
+    else:
+        thr, _ = best_f1_threshold(va.is_mf, mf)
     has = va.atypical >= 0
     athr, _ = best_balanced_accuracy_threshold(va.atypical[has] == 1, at[has])
     clf.threshold, clf.atypical_threshold = thr, athr
