@@ -490,3 +490,26 @@ def test_sigkill_and_sigint_during_detect_leave_nothing(tmp_path: Path, tiny: Pa
     left = sorted(q.name for q in out.iterdir())
     assert not [n for n in left if n.startswith(".")], left  # stale temporaries removed
     assert "cmu_small_region.summary.json" in left and "mitoscope.sqlite" in left
+
+
+def test_ctrl_c_while_workers_launch_is_acted_on_after_the_launch() -> None:
+    """Ctrl-C during a pool's worker launch (the window in which a half-started worker used to
+    print a traceback after "mitoscope: interrupted") waits until the launch is done, then
+    interrupts as usual; a handler that ignores Ctrl-C still ignores it."""
+    from mitoscope.detect.parallel import sigint_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal has been delivered: the block still runs to its end
+        done.append(1)
+    assert done == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -137,6 +137,33 @@ def _init_worker(
         initializer(*initargs)
 
 
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back until the block ends, then act on it (``KeyboardInterrupt``).
+
+    A pool launches its worker processes inside ``submit``. Interrupted half-way through a
+    launch, the main process loses track of a worker the fork server is still starting; that
+    worker then finds the pool's semaphores gone and prints a traceback after mitoscope has
+    said "interrupted". Launches are short (milliseconds), so holding the signal costs nothing.
+    Outside the main thread (where signals cannot be handled) the block runs as is.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:  # an error in the block after Ctrl-C (say, a worker the Ctrl-C of the whole
+        # process group stopped) is the interruption: the handler's KeyboardInterrupt replaces it
+        signal.signal(signal.SIGINT, before if before is not None else signal.SIG_DFL)
+        if caught and callable(before):
+            before(signal.SIGINT, caught[0])
+
+
 def ordered_map(
     fn: Callable[..., Any],
     items: Iterable[Any],
@@ -164,15 +191,17 @@ def ordered_map(
         ) as pool:
             pending: deque = deque()
             it = iter(items)
-            for item in it:
-                pending.append(pool.submit(fn, item, *args))
-                if len(pending) >= 2 * workers:
-                    break
+            with sigint_deferred():  # the first submits launch the workers
+                for item in it:
+                    pending.append(pool.submit(fn, item, *args))
+                    if len(pending) >= 2 * workers:
+                        break
             while pending:
                 out = pending.popleft().result()
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.append(pool.submit(fn, nxt, *args))
+                    with sigint_deferred():  # launches a worker if one is still missing
+                        pending.append(pool.submit(fn, nxt, *args))
                 yield out
     except (BrokenPipeError, BrokenProcessPool) as exc:
         raise RuntimeError(
@@ -199,6 +228,7 @@ __all__ = [
     "ordered_map",
     "pool_context",
     "resolve_workers",
+    "sigint_deferred",
     "usable_cores",
     "watch_parent",
 ]

@@ -359,6 +359,7 @@ class TissueProgress:
         self.bar.update(float(self.share.get(tile.index, 0.0)))
 
     def close(self) -> None:
+        self.bar.refresh()  # the final state, even when every tile came within tqdm's 0.1 s
         self.bar.close()
 
 
