@@ -280,7 +280,9 @@ def test_worker_copies_do_not_need_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     got = np.array(out.stdout.split(), dtype=float)
     mf, at = clf.predict_patches(p, m)
-    want = np.concatenate([mf, at, sc.scores(p[:, o : o + 40, o : o + 40], m[:, o : o + 40, o : o + 40])])
+    want = np.concatenate(
+        [mf, at, sc.scores(p[:, o : o + 40, o : o + 40], m[:, o : o + 40, o : o + 40])]
+    )
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
