@@ -283,6 +283,27 @@ def test_geojson_errors(tmp_path: Path) -> None:
         read_geojson(p)
 
 
+@pytest.mark.filterwarnings("error")  # no "mean of empty slice" before the error (fuzzing found it)
+@pytest.mark.parametrize(
+    ("geometry", "says"),
+    [
+        ({"type": "MultiPolygon", "coordinates": []}, "no polygon"),
+        ({"type": "Polygon", "coordinates": [[]]}, "non-empty list of \\[x, y\\] vertices"),
+        ({"type": "MultiPolygon", "coordinates": [[[]]]}, "non-empty list"),
+        ({"type": "Polygon", "coordinates": [[1, 2, 3]]}, "non-empty list"),
+    ],
+)
+def test_geojson_empty_shapes_are_one_line_errors(
+    tmp_path: Path, geometry: dict, says: str
+) -> None:
+    p = tmp_path / "x.geojson"
+    feature = {"type": "Feature", "geometry": geometry, "properties": {"classification": "x"}}
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    with pytest.raises(InvalidInputError, match=f"malformed .*{says}") as err:
+        read_geojson(p)
+    assert "\n" not in str(err.value)
+
+
 # -- CSV points ------------------------------------------------------------------------------
 def test_csv_points_variants(tmp_path: Path) -> None:
     p = tmp_path / "pts.csv"

@@ -107,6 +107,8 @@ def _geometry_points(geom: Any, where: str) -> list[tuple[float, float, tuple | 
             return [_polygon_point(coords)]
         if gtype == "MultiPolygon":
             parts = [_polygon_point(poly) + (_ring_area(poly[0]),) for poly in coords]
+            if not parts:
+                raise ValueError("no polygon")
             total = sum(p[3] for p in parts)
             if total <= 0:
                 cx = float(np.mean([p[0] for p in parts]))
@@ -131,7 +133,10 @@ def _geometry_points(geom: Any, where: str) -> list[tuple[float, float, tuple | 
 
 
 def _polygon_point(rings: Any) -> tuple[float, float, tuple]:
-    ring = np.asarray(rings[0], dtype=np.float64)[:, :2]
+    ring = np.asarray(rings[0], dtype=np.float64)
+    if ring.ndim != 2 or not len(ring) or ring.shape[1] < 2:
+        raise ValueError("a ring must be a non-empty list of [x, y] vertices")
+    ring = ring[:, :2]
     cx, cy = polygon_centroid(ring)
     x0, y0 = ring.min(axis=0)
     x1, y1 = ring.max(axis=0)
