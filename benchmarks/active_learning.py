@@ -154,11 +154,17 @@ def score(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 # -- one review round through the run database, select / random, the review store -------------
 def write_run(run: Path, samples, idx: np.ndarray, p: np.ndarray, names: dict[str, str]) -> dict:
-    """The batch's candidates with the model's probabilities as a run's SlideRunner database;
-    returns (slide file name, x, y) -> sample index."""
+    """The batch's candidates with the model's probabilities as a run's SlideRunner database,
+    and each slide's ``*.summary.json`` with its pixel size (the samples', 0.25 um/px: the
+    AMi-Br crops and tissue images are resampled to it; the grid is laid out in those pixels),
+    which ``select``'s ``min_dist_um`` rule converts with; returns (slide file name, x, y) ->
+    sample index."""
     from mitoscope.io.sliderunner import SlideRunnerDB
     from mitoscope.types import Detections
 
+    mpp = {float(part["mpp"]) for part in samples.meta.get("parts", [samples.meta])}
+    if len(mpp) != 1:
+        raise SystemExit(f"the samples have several pixel sizes {sorted(mpp)}: one is needed")
     run.mkdir(parents=True)
     where: dict[tuple[str, int, int], int] = {}
     slides = samples.slide[idx]
@@ -179,6 +185,8 @@ def write_run(run: Path, samples, idx: np.ndarray, p: np.ndarray, names: dict[st
             )  # fmt: skip
             for k, xx, yy in zip(mine, x, y, strict=True):
                 where[(names[sl], int(xx), int(yy))] = int(idx[k])
+            summary = {"slide": names[sl], "mpp": next(iter(mpp)), "threshold": 0.5}
+            (run / f"{Path(names[sl]).stem}.summary.json").write_text(json.dumps(summary))
     return where
 
 

@@ -17,6 +17,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mitoscope.errors import InvalidInputError
@@ -61,6 +62,55 @@ def test_store_queues_outlines_and_wal(tmp_path: Path) -> None:
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
     assert set(store.progress()) == {"uncertainty", "hotspot", "slide", "second"}
+
+
+def as_polygon(db: Path, uid: int, ring: list[tuple[int, int]]) -> None:
+    """Store annotation ``uid`` as a SlideRunner polygon (type 3) with vertices ``ring``, as
+    other tools store detections (mitoscope's own writer stores a spot at the centre)."""
+    con = sqlite3.connect(db)
+    try:
+        with con:
+            (slide,) = con.execute("SELECT slide FROM Annotations WHERE uid = ?", (uid,)).fetchone()
+            con.execute("UPDATE Annotations SET type = 3 WHERE uid = ?", (uid,))
+            con.execute("DELETE FROM Annotations_coordinates WHERE annoId = ?", (uid,))
+            con.executemany(
+                "INSERT INTO Annotations_coordinates "
+                "(coordinateX, coordinateY, slide, annoId, orderIdx) VALUES (?, ?, ?, ?, ?)",
+                [(x, y, slide, uid, k) for k, (x, y) in enumerate(ring)],
+            )
+    finally:
+        con.close()
+
+
+def test_a_polygon_detection_is_placed_at_its_centroid_not_its_first_vertex(
+    tmp_path: Path,
+) -> None:
+    """The item's x, y (what the page centres the view and its marker on, what select measures
+    distances with and disagreement reads its patch at) is the polygon's centroid."""
+    from mitoscope.io.records import polygon_centroid
+
+    run, slides = make_run(tmp_path)
+    spot = ReviewStore(run)
+    uid = spot.queues["uncertainty"][0]
+    cx, cy = round(spot.by_uid[uid].x), round(spot.by_uid[uid].y)
+    # an irregular pentagon around the detection; its first vertex is 9 px off the centre
+    ring = [(cx + 9, cy), (cx + 2, cy + 6), (cx - 7, cy + 5), (cx - 6, cy - 4), (cx + 2, cy - 6)]
+    as_polygon(run / "mitoscope.sqlite", uid, ring)
+    store = ReviewStore(run)
+    it = store.by_uid[uid]
+    want = polygon_centroid(np.array(ring, dtype=float))
+    assert (it.x, it.y) == pytest.approx(want) and abs(it.x - ring[0][0]) > 7
+    assert len(it.outline) == 12  # its outline (centred on the detection) is found again
+    others = [u for u in store.by_uid if u != uid]  # spots: the spot itself, as before
+    assert all((store.by_uid[u].x, store.by_uid[u].y) == (spot.by_uid[u].x, spot.by_uid[u].y)
+               for u in others)  # fmt: skip
+    body = (
+        _client(run, slides)
+        .get("/api/next", params={"queue": "uncertainty", "reviewer": "alice"})
+        .json()
+    )
+    assert body["item"]["id"] == uid
+    assert (body["item"]["x"], body["item"]["y"]) == pytest.approx(want)
 
 
 def test_answer_is_stored_at_once_and_survives_a_reload(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ contexts (two reviewers) answering the same queue at once."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -17,9 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from review_helpers import make_run
+from test_review import as_polygon
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -148,6 +151,49 @@ def test_review_page_in_chromium(tmp_path: Path) -> None:
         ("alice", "Equivocal", second),
         ("bob", "Non-mitotic figure", second),
     ]
+
+
+def test_the_view_is_centred_on_a_polygon_detections_centre(tmp_path: Path) -> None:
+    """A detection stored as a polygon (its first vertex 10 px right of its centre): the page
+    centres the view and draws the outline on the detection's centre, not on that vertex."""
+    from mitoscope.review import ReviewStore
+
+    sync_api, exe = _browser_or_skip()
+    run, slides = make_run(tmp_path, size=600)
+    spot = ReviewStore(run)
+    uid = spot.queues["uncertainty"][0]  # the page's first item
+    cx, cy = round(spot.by_uid[uid].x), round(spot.by_uid[uid].y)
+    octagon = [(cx + round(10 * math.cos(a)), cy + round(10 * math.sin(a)))
+               for a in np.arange(8) * math.pi / 4]  # fmt: skip
+    as_polygon(run / "mitoscope.sqlite", uid, octagon)  # centroid (cx, cy); vertex 0 (cx+10, cy)
+    with _server(run, slides, "--reviewer", "alice") as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(base + "#uncertainty")
+            page.wait_for_selector("body[data-ready='1']", timeout=15000)
+            page.wait_for_function("document.getElementById('item-id').textContent !== ''")
+            assert _current(page) == uid
+            assert page.text_content("#item-pos") == f"{cx}, {cy} px"
+            page.wait_for_selector("#viewer svg.outline polygon", state="attached")
+            page.wait_for_timeout(800)  # the overlay follows the viewport on the next frame
+            view = page.locator("#viewer").bounding_box()
+            box = page.locator("#viewer svg.outline").bounding_box()
+            # the outline's svg spans its polygon's box plus 6 image px each side
+            outline = np.array(spot.by_uid[uid].outline)
+            span = outline.max(axis=0) - outline.min(axis=0) + 12
+            scale = box["width"] / span[0]  # screen px per image px
+            assert scale > 1  # zoomed in on the detection
+            off_x = (box["x"] + box["width"] / 2 - (view["x"] + view["width"] / 2)) / scale
+            off_y = (box["y"] + box["height"] / 2 - (view["y"] + view["height"] / 2)) / scale
+            # centred on the centre (the outline's box is centred on it within 0.2 px); the
+            # first vertex would put the outline 10 image px left of the view's centre
+            assert abs(off_x) < 1.5 and abs(off_y) < 1.5, (off_x, off_y)
+            assert not errors, errors
+        finally:
+            browser.close()
 
 
 def _open_as(browser, base: str, name: str, queue: str):

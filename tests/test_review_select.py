@@ -189,3 +189,44 @@ def test_cli_select_by_disagreement_and_its_bad_input(tissue_run, tmp_path, caps
                            str(tmp_path / "bad.json"), *args], capsys)  # fmt: skip
         assert rc == 2 and len(err) == 1 and expect in err[0], (args, err)
         assert not (tmp_path / "bad.json").exists()
+
+
+def test_min_dist_is_in_micrometres_with_each_slides_pixel_size(tmp_path, capsys):
+    """--min-dist-um becomes pixels with the mpp of each slide's summary.json; a slide without
+    one is refused (never an assumed 0.25 um/px) unless the distance rule is off."""
+    from mitoscope.review.select import select_for_review
+    from review_helpers import make_run
+
+    run, _ = make_run(tmp_path / "r", probs=(0.50, 0.51, 0.52, 0.53, 0.54, 0.55))
+    # neighbours 73.8 px apart (56 px in x, 48 in y), others 147 px and more
+    summary = next(run.glob("*.summary.json"))
+
+    def chosen(**kw) -> list[float]:
+        return [i["probability"] for i in select_for_review([run], budget=6, **kw)]
+
+    assert chosen() == [0.50, 0.51, 0.52, 0.53, 0.54, 0.55]  # 12.5 um = 50 px at 0.25 um/px
+    assert chosen(min_dist_um=20.0) == [0.50, 0.52, 0.54]  # 80 px: each neighbour too close
+    meta = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**meta, "mpp": 0.5}))  # 20 um = 40 px: none too close
+    assert chosen(min_dist_um=20.0) == [0.50, 0.51, 0.52, 0.53, 0.54, 0.55]
+    assert chosen(min_dist_um=40.0) == [0.50, 0.52, 0.54]  # 80 px again
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InvalidInputError, match="--min-dist-um"):
+            chosen(min_dist_um=bad)
+    summary.write_text(json.dumps({k: v for k, v in meta.items() if k != "mpp"}))
+    with pytest.raises(InvalidInputError, match="pixel size unknown for 'slide.png'"):
+        chosen()
+    assert len(chosen(min_dist_um=0)) == 6  # no distance rule: no pixel size needed
+    # the command: one line on stderr, exit 2, no queue written
+    out = tmp_path / "queue.json"
+    rc, _, err = _cli(["select", str(run), "--budget", "2", "--out", str(out)], capsys)
+    assert rc == 2 and len(err) == 1 and "pixel size unknown" in err[0], err
+    assert "--min-dist-um 0" in err[0] and not out.exists()
+    rc, lines, err = _cli(
+        ["select", str(run), "--budget", "6", "--min-dist-um", "0", "--out", str(out)], capsys
+    )
+    assert rc == 0, err
+    assert lines[-1] == "6 detections chosen on 1 slide(s)"
+    summary.unlink()  # no summary.json at all
+    rc, _, err = _cli(["select", str(run), "--budget", "2", "--out", str(out)], capsys)
+    assert rc == 2 and len(err) == 1 and "pixel size unknown" in err[0], err

@@ -47,8 +47,11 @@ def select(
     out: Path = typer.Option(
         None, "--out", help="One queue file for all (default: review_queue.json in each run)."
     ),
-    min_dist_px: float = typer.Option(
-        50.0, "--min-dist-px", help="Skip detections this close to one already chosen."
+    min_dist_um: float = typer.Option(
+        12.5,  # select.MIN_DIST_UM (50 px at 0.25 um/px)
+        "--min-dist-um",
+        help="Skip detections this close (um) to one already chosen on their slide; needs each "
+        "slide's pixel size (mpp in its summary.json); 0 = no distance rule.",
     ),
     threshold: float = typer.Option(
         None, "--threshold", help="Threshold the uncertainty is measured from (default: the run's)."
@@ -88,7 +91,7 @@ def select(
         clf = load_classifier(model, backend="torch")
         scorer = classifier_disagreement(clf, slides, views=views)
     items = select_for_review(
-        runs, budget=budget, min_dist_px=min_dist_px, threshold=threshold, strategy=strategy,
+        runs, budget=budget, min_dist_um=min_dist_um, threshold=threshold, strategy=strategy,
         disagreement=scorer,
     )  # fmt: skip
     for path in write_queues(items, out):

@@ -11,9 +11,11 @@ Two strategies score each unanswered detection of the runs:
 Picking is greedy over all runs and slides. The next item has the smallest ``u * (1 + k)``
 (``uncertainty``) or the largest ``d / (1 + k)`` (``disagreement``), where ``k`` is how many
 items its slide already has in the selection (diversity across slides); an item within
-``min_dist_px`` of one already chosen on the same slide is skipped (no near-duplicates). The
-result is a review queue file: the review app shows its items for a run as the ``selected``
-queue.
+``min_dist_um`` of one already chosen on the same slide is skipped (no near-duplicates). The
+distance is in micrometres, converted with each slide's pixel size from its ``*.summary.json``
+beside the run database (``mitoscope detect`` writes it); a slide without one is refused rather
+than given an assumed pixel size, unless ``min_dist_um=0`` (no distance rule). The result is a
+review queue file: the review app shows its items for a run as the ``selected`` queue.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from .store import QUEUE_FILE, ReviewStore
 
 #: the selection strategies
 STRATEGIES = ("uncertainty", "disagreement")
+#: default minimum distance (um) between chosen detections of one slide (50 px at 0.25 um/px)
+MIN_DIST_UM = 12.5
 
 #: ``scorer(store, uids) -> {uid: disagreement}`` for the ``disagreement`` strategy
 DisagreementScorer = Callable[[ReviewStore, list[int]], dict[int, float]]
@@ -48,7 +52,7 @@ def select_for_review(
     runs: list[str | os.PathLike[str]],
     *,
     budget: int,
-    min_dist_px: float = 50.0,
+    min_dist_um: float = MIN_DIST_UM,
     threshold: float | None = None,
     strategy: str = "uncertainty",
     disagreement: DisagreementScorer | None = None,
@@ -58,9 +62,15 @@ def select_for_review(
     ``strategy="disagreement"`` needs ``disagreement``: a function of a run's
     :class:`ReviewStore` and the uids of its unanswered detections returning each one's
     disagreement (e.g. :func:`mitoscope.review.disagreement.classifier_disagreement`).
+
+    ``min_dist_um``: detections of one slide closer than this (micrometres, with the slide's
+    ``mpp`` from its ``*.summary.json``) to one already chosen are skipped; 0 turns the rule
+    off. With the rule on, a slide of unknown pixel size is an :class:`InvalidInputError`.
     """
     if budget < 1:
         raise InvalidInputError("--budget must be at least 1")
+    if not (math.isfinite(min_dist_um) and min_dist_um >= 0):
+        raise InvalidInputError(f"--min-dist-um must be 0 or more (got {min_dist_um})")
     if strategy not in STRATEGIES:
         raise InvalidInputError(
             f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
@@ -68,12 +78,25 @@ def select_for_review(
     if strategy == "disagreement" and disagreement is None:
         raise InvalidInputError("the disagreement strategy needs a classifier to score with")
     pool: list[tuple[float, int, Any, Path, float | None]] = []
+    min_dist_px: dict[tuple[Path, int], float] = {}  # (database, slide) -> the rule in px
     for run in runs:
         store = ReviewStore(run, threshold=threshold)
         answered = set(store.answered())
         todo = [
             it for it in store.items if it.uid not in answered and math.isfinite(it.probability)
         ]
+        if min_dist_um > 0:
+            unknown = sorted(
+                {it.slide_name for it in todo if store.slide_mpp.get(it.slide) is None}
+            )
+            if unknown:
+                raise InvalidInputError(
+                    f"{store.path}: pixel size unknown for {', '.join(map(repr, unknown))} (no "
+                    "'mpp' in its .summary.json beside the database); --min-dist-um needs it "
+                    "(--min-dist-um 0 chooses without the distance rule)"
+                )
+            for it in todo:
+                min_dist_px[(store.path, it.slide)] = min_dist_um / store.slide_mpp[it.slide]
         spread = disagreement(store, [it.uid for it in todo]) if strategy == "disagreement" else {}
         for it in todo:
             u = abs(it.probability - it.threshold)
@@ -93,7 +116,8 @@ def select_for_review(
         if len(picked[key]) != seen:  # its slide gained items since: rescore
             heapq.heappush(heap, (_key(strategy, base, len(picked[key])), k, len(picked[key])))
             continue
-        if any(math.hypot(it.x - o.x, it.y - o.y) < min_dist_px for o in picked[key]):
+        near = min_dist_px.get(key, 0.0)
+        if near > 0 and any(math.hypot(it.x - o.x, it.y - o.y) < near for o in picked[key]):
             continue
         picked[key].append(it)
         entry = {

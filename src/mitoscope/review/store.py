@@ -40,6 +40,8 @@ from ..io.sliderunner import (
     CLASS_MF,
     CLASS_NON_MF,
     SCHEMA,
+    _coordinates,
+    _position,
 )
 
 #: answer key -> SlideRunner class name
@@ -64,6 +66,15 @@ def _float(pattern: re.Pattern[str], text: str | None) -> float:
     return float(m.group(1)) if m else math.nan
 
 
+def _mpp(value: Any) -> float | None:
+    """A summary's ``mpp`` as a pixel size in um/px, or None when absent or not one."""
+    try:
+        mpp = float(value)
+    except (TypeError, ValueError):
+        return None
+    return mpp if math.isfinite(mpp) and mpp > 0 else None
+
+
 def check_reviewer(name: str, machine: str = "mitoscope") -> str:
     """A reviewer name: 1-64 printable characters, not the detector's own person."""
     name = str(name or "").strip()
@@ -76,7 +87,7 @@ def check_reviewer(name: str, machine: str = "mitoscope") -> str:
 
 @dataclass
 class Item:
-    """One detection to review (level-0 px)."""
+    """One detection to review (level-0 px; ``x``, ``y``: its centre)."""
 
     uid: int
     slide: int
@@ -122,6 +133,12 @@ class ReviewStore:
     queue_file : path-like, optional
         A ``review_queue.json`` written by ``mitoscope select``; default: the one beside the
         database when present. Its items for this database form the ``selected`` queue.
+
+    Attributes
+    ----------
+    slide_mpp : dict
+        Slide uid -> its pixel size (um/px) from its ``*.summary.json``, None when unknown
+        (the SlideRunner database does not record it).
     """
 
     def __init__(
@@ -208,17 +225,11 @@ class ReviewStore:
         if not machine:
             return []
         marks = ",".join("?" * len(machine))
-        # the first coordinate of each annotation, in one pass (a correlated subquery per
-        # annotation is quadratic: these tables have no index on annoId)
-        first_xy: dict[int, tuple[float, float]] = {}
-        for anno, cx, cy in con.execute(
-            "SELECT annoId, coordinateX, coordinateY FROM Annotations_coordinates "
-            "ORDER BY annoId, orderIdx, uid"
-        ):
-            if anno is not None and int(anno) not in first_xy:
-                first_xy[int(anno)] = (cx, cy)
+        # every annotation's vertices in one pass (a correlated subquery per annotation is
+        # quadratic: these tables have no index on annoId)
+        coords = _coordinates(con)
         rows = con.execute(
-            "SELECT a.uid, a.slide, s.filename, a.description, c.name "
+            "SELECT a.uid, a.slide, s.filename, a.description, c.name, a.type "
             "FROM Annotations a JOIN Slides s ON s.uid = a.slide "
             "LEFT JOIN Classes c ON c.uid = a.agreedClass "
             "WHERE (a.deleted = 0 OR a.deleted IS NULL) AND a.uid IN "
@@ -235,12 +246,18 @@ class ReviewStore:
         )
         summaries = self._summaries()
         self.hotspots: dict[int, tuple[float, float, float]] = {}
+        self.slide_mpp: dict[int, float | None] = {}
         items = []
-        for uid, slide, fname, desc, _cls in rows:
-            x, y = first_xy.get(int(uid), (None, None))
-            if x is None or y is None:
+        for uid, slide, fname, desc, _cls, atype in rows:
+            pts = coords.get(int(uid))
+            if not pts:
                 continue
+            # the detection's centre: the spot itself, a polygon's centroid, a box's centre
+            # (the reader's one rule), never a polygon's first vertex
+            x, y, _ = _position(pts, atype)
             summ = summaries.get(str(fname), {})
+            if int(slide) not in self.slide_mpp:
+                self.slide_mpp[int(slide)] = _mpp(summ.get("mpp"))
             thr = threshold if threshold is not None else float(summ.get("threshold", 0.5))
             items.append(
                 Item(
