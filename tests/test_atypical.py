@@ -167,6 +167,59 @@ def test_train_atypical_cli_fast_dev_run_and_bad_config(tmp_path, capsys):
     assert len(err) == 1 and "epochz" in err[0] and not (tmp_path / "x.pt").exists()
 
 
+def test_lightning_path_trains_keeps_the_best_epoch_and_writes_a_loadable_checkpoint(tmp_path):
+    """Members train through AtypicalModule in make_trainer's Trainer: 2 epochs of 2 steps on
+    synthetic crops; the kept epoch is the best by validation ROC AUC, the same seed gives the
+    same weights, the schedule warms up then decays, and the checkpoint loads and predicts as the
+    returned model."""
+    from mitoscope.train.atypical import (
+        AtypicalConfig,
+        CropSet,
+        split_crops,
+        train_atypical,
+        train_member,
+    )
+    from mitoscope.train.module import AtypicalModule
+
+    n = 32
+    rng = np.random.default_rng(0)
+    lab = (np.arange(n) % 2).astype(np.int8)
+    slides = np.array([f"d/s{i % 8 // 2}" for i in range(n)])  # both classes on every slide
+    crops = CropSet(
+        patches=rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), atypical=lab,
+        votes=np.repeat(lab[:, None], 3, 1), agreement=np.where(lab == 1, 1.0, 2 / 3).astype(
+            np.float32), slide=slides, group=np.full(n, "g"),
+        file=np.array([f"c{i}.png" for i in range(n)]), meta={"source": "synthetic"},
+    )  # fmt: skip
+    cfg = AtypicalConfig(
+        arch="tiny_cnn", pretrained=False, patch_size_px=64, epochs=2, batch_size=8,
+        samples_per_epoch=16, seeds=(5,), tta_views=1, val_fraction=0.25, cache_dir="none",
+        progress=False, out=str(tmp_path / "a.pt"),
+    )  # fmt: skip
+    res = train_atypical(cfg, crops=crops)
+    (hist,) = res.history
+    assert [h["epoch"] for h in hist] == [1, 2] and all(h["steps"] == 2 for h in hist)
+    assert all(np.isfinite(h["train_loss"]) for h in hist)
+    aucs = [-0.5 if h["val_roc_auc"] is None else h["val_roc_auc"] for h in hist]
+    assert [h["selected"] for h in hist] == [i == int(np.argmax(aucs)) for i in range(2)]
+    loaded = load_atypical_model(res.path, device="cpu", backend="torch")
+    tr, va = split_crops(crops, cfg)
+    assert np.allclose(loaded.predict_patches(va.patches), res.model.predict_patches(va.patches),
+                       atol=1e-6)  # fmt: skip
+    assert loaded.threshold == res.metrics["threshold"]
+    # the same seed, the same member; training moved it away from its initial weights
+    a, ha = train_member(cfg, tr, va, seed=5)
+    b, _ = train_member(cfg, tr, va, seed=5)
+    torch.manual_seed(5)
+    init = build_network("tiny_cnn", size_px=64).state_dict()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hist]
+    assert any(not torch.equal(v, init[k]) for k, v in a.state_dict().items())
+    # linear warm-up over 2 steps, then a cosine over the remaining 2
+    m = AtypicalModule(a, steps_per_epoch=2, epochs=2, warmup_steps=2)
+    assert np.allclose([m.lr_factor(k) for k in range(4)], [1 / 3, 2 / 3, 1.0, 0.5])
+
+
 # ------------------------------------------------------------------------------ checkpoint
 def test_checkpoint_round_trip(tmp_path):
     path = _tiny_atypical(tmp_path / "at.pt", views=4)

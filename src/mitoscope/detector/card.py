@@ -1,6 +1,9 @@
 """Render a detector checkpoint's model card (stored inside the checkpoint) as Markdown.
 
 ``python -m mitoscope.detector.card DETECTOR.pt > detector_card.md``
+
+:func:`card_sections` and :func:`card_value` also serve the dedicated atypical classifier's card
+(:func:`mitoscope.train.atypical.render_atypical_card`).
 """
 
 from __future__ import annotations
@@ -9,16 +12,21 @@ import sys
 from typing import Any
 
 
+def card_sections(card: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A model card's ``validation_metrics``, ``data`` and ``split`` sections (``{}`` if absent)."""
+    return card.get("validation_metrics", {}), card.get("data", {}), card.get("split", {})
+
+
+def card_value(x: Any) -> str:
+    """A card value as Markdown text: a float with 3 decimals, anything else as ``str``."""
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
 def render_detector_card(card: dict[str, Any], *, path: str = "") -> str:
     """Markdown model card from the ``card`` dict written by ``mitoscope train-detector``."""
-    m = card.get("validation_metrics", {})
-    d = card.get("data", {})
-    sp = card.get("split", {})
+    m, d, sp = card_sections(card)
     cfg = card.get("config", {})
-
-    def f(x: Any) -> str:
-        return f"{x:.3f}" if isinstance(x, float) else str(x)
-
+    f = card_value
     lines = [
         "# Model card: mitoscope detector",
         "",

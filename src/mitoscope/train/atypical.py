@@ -20,6 +20,10 @@ Recipe (each part a config key of :class:`AtypicalConfig`, ``configs/atypical.to
 - several ``seeds`` form an ensemble (probabilities averaged). Finished members are cached
   (``cache_dir``), so an interrupted run or a cross-validation resumes where it stopped.
 
+Each member trains on the one Lightning path (:func:`train_member`): the loss, optimiser,
+schedule and epoch choice in :class:`~mitoscope.train.module.AtypicalModule`, run in
+:func:`~mitoscope.train.module.make_trainer`'s Trainer on the loaders of :func:`member_loaders`.
+
 Over 400 lines: the dedicated atypical classifier's whole training recipe (config, AMi-Br crops and
 their cache, sampling and augmentation, member training, threshold and epoch choice on validation
 slides, model card) in one place, as :mod:`mitoscope.train.train` is for the classifier. A future
@@ -41,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ..detector.card import card_sections, card_value
 from ..errors import InvalidInputError
 from .train import default_data_dir, load_config
 
@@ -347,116 +352,100 @@ def _member_key(cfg: AtypicalConfig, seed: int, tr: CropSet, va: CropSet) -> str
     return h.hexdigest()[:16]
 
 
-def _forward_probs(net: Any, patches: np.ndarray, *, batch: int = 128) -> np.ndarray:
-    """Atypical probability of one network on one view (eval mode)."""
-    import torch
-
-    out = []
-    net.eval()
-    dev = next(net.parameters()).device
-    with torch.inference_mode():
-        for s in range(0, len(patches), batch):
-            x = torch.from_numpy(np.ascontiguousarray(patches[s : s + batch])).to(dev)
-            x = (
-                x.permute(0, 3, 1, 2)
-                .float()
-                .div_(255.0)
-                .contiguous(memory_format=torch.channels_last)
-            )
-            out.append(torch.sigmoid(net(x)["atypical"].float()).cpu().numpy())
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-
 def _log(cfg: AtypicalConfig, msg: str) -> None:
     if cfg.progress:
         print(msg, file=sys.stderr, flush=True)
 
 
+class _EpochDraws:
+    """Sampler: every epoch ``n`` indices drawn with replacement, with probabilities ``p``,
+    from ``rng`` (the generator the batch augmentation then draws from)."""
+
+    def __init__(self, p: np.ndarray, n: int, rng: np.random.Generator) -> None:
+        self.p, self.n, self.rng = p, int(n), rng
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Any:
+        yield from self.rng.choice(len(self.p), size=self.n, p=self.p, replace=True).tolist()
+
+
+def member_loaders(
+    cfg: AtypicalConfig, tr: CropSet, va: CropSet, *, seed: int, steps: int
+) -> tuple[Any, Any]:
+    """The ``(train, validation)`` DataLoaders of one member: ``steps`` batches an epoch of
+    crops drawn by :func:`sampling_weights` and augmented by :func:`augment_batch` (one numpy
+    generator seeded with ``seed`` for both); the validation crops as they are, in order."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    rng = np.random.default_rng(int(seed))
+    w = sampling_weights(tr, balanced=cfg.balanced_sampling, domain_balanced=cfg.domain_balanced)
+    bs = int(cfg.batch_size)
+
+    def collate(idx: list[int]) -> dict[str, Any]:
+        b = np.asarray(idx)
+        wt = tr.agreement[b] if cfg.agreement_weighted else np.ones(len(b))
+        return {
+            "image": augment_batch(tr.patches[b], cfg=cfg, rng=rng),
+            "atypical": torch.from_numpy(tr.atypical[b].astype(np.float32)),
+            "weight": torch.from_numpy(wt.astype(np.float32)),
+        }
+
+    # own generators: creating the loaders' iterators leaves the global torch RNG alone
+    train = DataLoader(
+        range(len(tr)), batch_size=bs, sampler=_EpochDraws(w, steps * bs, rng),
+        collate_fn=collate, num_workers=0, generator=torch.Generator().manual_seed(int(seed)),
+    )  # fmt: skip
+    val_set = TensorDataset(torch.from_numpy(va.patches), torch.from_numpy(va.atypical))
+    val = DataLoader(val_set, batch_size=128, shuffle=False, num_workers=0,
+                     generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
+    return train, val
+
+
 def train_member(
     cfg: AtypicalConfig, tr: CropSet, va: CropSet, *, seed: int
 ) -> tuple[Any, list[dict[str, Any]]]:
-    """Fine-tune one network; returns it (CPU, eval mode) and the per-epoch history."""
+    """Fine-tune one network; returns it (CPU, eval mode) and the per-epoch history.
+
+    The one training path: :class:`~mitoscope.train.module.AtypicalModule` (loss, optimiser,
+    schedule, epoch choice) on :func:`member_loaders` in
+    :func:`~mitoscope.train.module.make_trainer`'s Trainer.
+    """
+    import lightning as L
     import torch
-    from torch.nn import functional as F
 
     from ..classify.atypical import build_network
     from ..classify.backends import resolve_device
-    from .metrics import roc_auc
+    from .module import AtypicalModule, make_trainer
 
-    torch.manual_seed(int(seed))
-    rng = np.random.default_rng(int(seed))
-    dev = resolve_device("auto")
+    L.seed_everything(int(seed), workers=True, verbose=False)
     net = build_network(cfg.arch, size_px=cfg.patch_size_px, pretrained=cfg.pretrained)
-    net = net.to(dev).to(memory_format=torch.channels_last)
-    w = sampling_weights(tr, balanced=cfg.balanced_sampling, domain_balanced=cfg.domain_balanced)
+    net = net.to(memory_format=torch.channels_last).train()
     n1 = max(1, int((tr.atypical == 1).sum()))
     pos_weight = 1.0 if cfg.balanced_sampling else float((tr.atypical == 0).sum()) / n1
     per_epoch = int(cfg.samples_per_epoch or len(tr))
     steps = max(1, math.ceil(per_epoch / int(cfg.batch_size)))
     epochs = int(cfg.epochs)
-    if cfg.fast_dev_run:
+    if cfg.fast_dev_run:  # 2 steps, 1 epoch, the whole validation (not Lightning's fast_dev_run)
         steps, epochs = 2, 1
-    total = steps * epochs
-    warm = min(total - 1, int(round(float(cfg.warmup_epochs) * steps)))
-    opt = torch.optim.AdamW(
-        net.parameters(), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay)
+    module = AtypicalModule(
+        net,
+        lr=float(cfg.lr),
+        weight_decay=float(cfg.weight_decay),
+        pos_weight=pos_weight,
+        steps_per_epoch=steps,
+        epochs=epochs,
+        warmup_steps=min(steps * epochs - 1, int(round(float(cfg.warmup_epochs) * steps))),
+        select_epoch=cfg.select_epoch,
+        report=lambda r: _log(cfg, f"seed {seed} epoch {r['epoch']}/{epochs}: {json.dumps(r)}"),
     )
-
-    def lr_at(k: int) -> float:
-        if k < warm:
-            return (k + 1) / (warm + 1)
-        return 0.5 * (1 + math.cos(math.pi * (k - warm) / max(1, total - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    history: list[dict[str, Any]] = []
-    best: tuple[float, int, Any] = (-1.0, -1, None)
-    yva = va.atypical == 1
-    for ep in range(epochs):
-        t0 = time.perf_counter()
-        net.train()
-        idx = rng.choice(len(tr), size=steps * int(cfg.batch_size), p=w, replace=True)
-        losses = []
-        for k in range(steps):
-            b = idx[k * int(cfg.batch_size) : (k + 1) * int(cfg.batch_size)]
-            x = augment_batch(tr.patches[b], cfg=cfg, rng=rng).to(dev)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(tr.atypical[b].astype(np.float32)).to(dev)
-            wt = torch.from_numpy(
-                tr.agreement[b].astype(np.float32)
-                if cfg.agreement_weighted
-                else np.ones(len(b), np.float32)
-            ).to(dev)
-            logit = net(x)["atypical"].float()
-            loss = F.binary_cross_entropy_with_logits(
-                logit, y, weight=wt, pos_weight=torch.tensor(pos_weight, device=dev)
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        train_s = time.perf_counter() - t0
-        p = _forward_probs(net, va.patches)
-        auc = roc_auc(yva, p)
-        history.append(
-            {
-                "epoch": ep + 1,
-                "steps": steps,
-                "train_seconds": round(train_s, 1),
-                "seconds_per_step": round(train_s / steps, 3),
-                "train_loss": round(float(np.mean(losses)), 4),
-                "val_roc_auc": round(float(auc), 4) if math.isfinite(auc) else None,
-                "val_seconds": round(time.perf_counter() - t0 - train_s, 1),
-            }
-        )
-        _log(cfg, f"seed {seed} epoch {ep + 1}/{epochs}: {json.dumps(history[-1])}")
-        score = auc if math.isfinite(auc) else -0.5
-        if not cfg.select_epoch or score > best[0]:
-            state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            best = (score, ep + 1, state)
-    net.load_state_dict(best[2])
-    for h in history:
-        h["selected"] = h["epoch"] == best[1]
+    train, val = member_loaders(cfg, tr, va, seed=seed, steps=steps)
+    trainer = make_trainer(resolve_device("auto"), epochs=epochs, progress=cfg.progress)
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+    net.load_state_dict(module.best_state)
+    history = [dict(h, selected=h["epoch"] == module.best_epoch) for h in module.history]
     return net.cpu().eval(), history
 
 
@@ -635,13 +624,8 @@ def train_atypical(
 # ------------------------------------------------------------------------------ model card
 def render_atypical_card(card: dict[str, Any], *, threshold: float, path: str = "") -> str:
     """Markdown model card of a dedicated atypical checkpoint."""
-    m = card.get("validation_metrics", {})
-    d = card.get("data", {})
-    sp = card.get("split", {})
-
-    def f(x: Any) -> str:
-        return f"{x:.3f}" if isinstance(x, float) else str(x)
-
+    m, d, sp = card_sections(card)
+    f = card_value
     lines = [
         "# Model card: mitoscope dedicated atypical classifier",
         "",

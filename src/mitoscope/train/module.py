@@ -2,12 +2,20 @@
 
 :class:`MitosisModule` trains the classifier (:class:`~mitoscope.classify.networks.MitosisNet`);
 :class:`ScreenModule` trains the cascade screen (:func:`~mitoscope.classify.screen.build_screen_net`)
-through the same training step and MF loss; :func:`make_trainer` is the Trainer both run in.
+through the same training step and MF loss; :class:`AtypicalModule` fine-tunes the dedicated
+atypical classifier (:func:`~mitoscope.classify.atypical.build_network`) and keeps its best
+validation epoch; :func:`make_trainer` is the Trainer they all run in.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -197,6 +205,117 @@ class ScreenModule(MitosisModule):
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=self.steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class AtypicalModule(L.LightningModule):
+    """The dedicated atypical classifier's recipe: binary cross-entropy on the ``atypical``
+    logit, weighted per crop (``batch["weight"]``: the experts' agreement, or 1) with
+    ``pos_weight`` for the atypical class; AdamW under a per-step schedule that warms up
+    linearly over ``warmup_steps`` and then decays by a cosine over the rest of
+    ``steps_per_epoch * epochs``. After every validation pass (``(patches uint8 NHWC, label)``
+    batches) the epoch's record goes to :attr:`history` (and to ``report``), and with
+    ``select_epoch`` the weights of the best epoch by validation ROC AUC (else the last) are
+    kept in :attr:`best_state` (epoch :attr:`best_epoch`) for the caller to load.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        lr: float = 5e-4,
+        weight_decay: float = 1e-2,
+        pos_weight: float = 1.0,
+        steps_per_epoch: int = 1,
+        epochs: int = 1,
+        warmup_steps: int = 0,
+        select_epoch: bool = True,
+        report: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.pos_weight = float(pos_weight)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_steps = int(steps_per_epoch) * int(epochs)
+        self.warmup_steps = int(warmup_steps)
+        self.select_epoch = bool(select_epoch)
+        self.report = report
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = -1
+        self._best_score = -1.0
+        self._losses: list[float] = []
+        self._val: list[tuple[np.ndarray, np.ndarray]] = []
+        self._t0 = self._train_s = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)["atypical"]
+
+    def lr_factor(self, k: int) -> float:
+        """The learning rate of optimiser step ``k`` as a share of ``lr``."""
+        warm, total = self.warmup_steps, self.total_steps
+        if k < warm:
+            return (k + 1) / (warm + 1)
+        return 0.5 * (1 + math.cos(math.pi * (k - warm) / max(1, total - warm)))
+
+    def on_train_epoch_start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._losses = []
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x = batch["image"].contiguous(memory_format=torch.channels_last)
+        loss = F.binary_cross_entropy_with_logits(
+            self(x).float(),
+            batch["atypical"],
+            weight=batch["weight"],
+            pos_weight=torch.tensor(self.pos_weight, device=x.device),
+        )
+        self._losses.append(float(loss.detach()))
+        self.log("loss", loss.detach(), prog_bar=True, batch_size=len(x))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._train_s = time.perf_counter() - self._t0
+        self._val = []
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        patches, label = batch
+        x = patches.permute(0, 3, 1, 2).float().div_(255.0)
+        p = torch.sigmoid(self(x.contiguous(memory_format=torch.channels_last)).float())
+        self._val.append((p.cpu().numpy().astype(np.float64), label.cpu().numpy()))
+
+    def on_validation_epoch_end(self) -> None:
+        from .metrics import roc_auc
+
+        if self.trainer.sanity_checking:
+            return
+        p = np.concatenate([v[0] for v in self._val])
+        auc = roc_auc(np.concatenate([v[1] for v in self._val]) == 1, p)
+        steps = self.steps_per_epoch
+        rec = {
+            "epoch": self.current_epoch + 1,
+            "steps": steps,
+            "train_seconds": round(self._train_s, 1),
+            "seconds_per_step": round(self._train_s / steps, 3),
+            "train_loss": round(float(np.mean(self._losses)), 4),
+            "val_roc_auc": round(float(auc), 4) if math.isfinite(auc) else None,
+            "val_seconds": round(time.perf_counter() - self._t0 - self._train_s, 1),
+        }
+        self.history.append(rec)
+        if self.report is not None:
+            self.report(rec)
+        score = auc if math.isfinite(auc) else -0.5
+        if not self.select_epoch or score > self._best_score:
+            self._best_score, self.best_epoch = score, rec["epoch"]
+            self.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()
+            }
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
