@@ -530,6 +530,7 @@ def train_detector(
 
     from ..detector.detector import Detector, resolve_device, save_detector
     from ..detector.model import BACKBONES, build_detector
+    from .module import make_trainer
     from .train import source_split
 
     cfg = cfg.validate()
@@ -569,16 +570,8 @@ def train_detector(
     )
     module = _module(model, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
                      freeze_bn=cfg.freeze_bn, dataset=ds)  # fmt: skip
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator="gpu" if dev.type == "cuda" else "cpu",
-        devices=1,
-        precision="16-mixed" if dev.type == "cuda" else "32-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=False,
-        fast_dev_run=cfg.fast_dev_run,
+    trainer = make_trainer(
+        dev, epochs=cfg.epochs, progress=cfg.progress, fast_dev_run=cfg.fast_dev_run
     )
     model.train()
     trainer.fit(module, train_dataloaders=loader)
