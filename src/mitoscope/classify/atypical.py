@@ -41,7 +41,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, ModelLoadError
-from .checkpoint import Field, read_checkpoint, write_members_blob
+from .checkpoint import (
+    Field,
+    ensemble_fields,
+    ensemble_header,
+    known_arch,
+    load_members,
+    read_checkpoint,
+    write_members_blob,
+)
+from .patches import CandidateScoring, centre_crop, rgb_patches
 
 FORMAT = "mitoscope-atypical"
 VERSION = 1
@@ -50,17 +59,12 @@ DEFAULT_ATYPICAL_MODEL = "mitoscope_atypical.pt"
 #: ``--atypical-model`` value that keeps the candidate classifier's own atypical head
 HEAD = "head"
 
-ATYPICAL_FIELDS: dict[str, Field] = {
-    "version": ("int", False, (0, 1_000_000)),
-    "name": ("str", False, None),
-    "arch": ("str", True, None),
-    "input_mpp": ("float", True, (0.05, 20.0)),
-    "patch_size_px": ("int", True, (16, 1024)),
-    "threshold": ("float", True, (0.0, 1.0)),
-    "tta_views": ("int", False, (1, 8)),
-    "members": ("list", True, None),
-    "card": ("dict", False, None),
-}
+ATYPICAL_FIELDS: dict[str, Field] = ensemble_fields(
+    input_mpp=("float", True, (0.05, 20.0)),
+    patch_size_px=("int", True, (16, 1024)),
+    threshold=("float", True, (0.0, 1.0)),
+    tta_views=("int", False, (1, 8)),
+)
 
 
 def default_atypical_model_path() -> Path:
@@ -104,10 +108,7 @@ def save_atypical_model(
     """Write a dedicated atypical checkpoint atomically (members stored as float16)."""
     path = Path(path)
     fields = {
-        "format": FORMAT,
-        "version": VERSION,
-        "name": name or path.stem,
-        "arch": str(arch),
+        **ensemble_header(path, fmt=FORMAT, version=VERSION, name=name, arch=arch),
         "input_mpp": float(input_mpp),
         "patch_size_px": int(patch_size_px),
         "threshold": float(threshold),
@@ -144,9 +145,7 @@ class AtypicalModel:
     def predict_patches(self, patches: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
         """Atypical probability of ``(N, S, S, 3)`` uint8 patches at :attr:`input_mpp`, each
         centred on a mitotic figure (larger patches are centre-cropped)."""
-        arr = np.asarray(patches)
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise InvalidInputError(f"patches must be (N, H, W, 3) RGB, got shape {arr.shape}")
+        arr = rgb_patches(patches)
         if len(arr) == 0:
             return np.zeros(0)
         _, at = self.engine.predict_patches(arr, None, batch_size=int(batch_size))
@@ -201,33 +200,21 @@ def atypical_model_from_networks(
     """
     import torch
 
-    from .backends import cached_graph, export_onnx, resolve_device
+    from .backends import member_graphs, resolve_device
     from .classifier import Classifier
 
     dev = resolve_device("auto") if device is None else device
     nets = [n.eval().to(dev) for n in nets]
     graphs: list[bytes] = []
     if backend == "onnx":
-        graphs = [
-            cached_graph(
-                None
-                if checkpoint_sha256 is None
-                else {
-                    "kind": "atypical",
-                    "checkpoint_sha256": checkpoint_sha256,
-                    "member": i,
-                    "arch": arch,
-                    "patch_size_px": int(patch_size_px),
-                    "uses_mask": False,
-                },
-                lambda n=n: export_onnx(
-                    n.to(memory_format=torch.contiguous_format),
-                    patch_size_px=int(patch_size_px),
-                    uses_mask=False,
-                ),
-            )
-            for i, n in enumerate(nets)
-        ]
+        graphs = member_graphs(
+            nets,
+            kind="atypical",
+            checkpoint_sha256=checkpoint_sha256,
+            arch=arch,
+            patch_size_px=int(patch_size_px),
+            uses_mask=False,
+        )
     nets = [n.to(memory_format=torch.channels_last) for n in nets]
     engine = Classifier(
         name=name,
@@ -269,36 +256,20 @@ def load_atypical_model(
         match the architecture it names.
     """
     from .backends import file_sha256, onnx_available, resolve_backend, resolve_device
-    from .registry import get_spec
 
     p = default_atypical_model_path() if path is None else Path(path)
     blob = read_checkpoint(
         p, fmt=FORMAT, version=VERSION, what="atypical model file", kind="atypical model",
         fields=ATYPICAL_FIELDS,
     )  # fmt: skip
-    arch = str(blob["arch"])
-    try:
-        get_spec(arch)
-    except InvalidInputError:
-        raise ModelLoadError(f"{p} uses unknown architecture {arch!r}") from None
+    arch = known_arch(p, str(blob["arch"]))
     members = blob.get("members") or []
     if not members or not all(isinstance(sd, dict) for sd in members):
         raise ModelLoadError(f"{p} holds no model weights (members must be state dicts)")
     size = int(blob["patch_size_px"])
-    nets = []
-    for sd in members:
-        net = build_network(arch, size_px=size, pretrained=False)
-        own = net.state_dict()
-        try:
-            sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
-            net.load_state_dict(sd, strict=True)
-        except (RuntimeError, AttributeError, TypeError, ValueError) as exc:
-            lines = str(exc).strip().splitlines()
-            detail = lines[1].strip() if len(lines) > 1 else (lines[0] if lines else "")
-            raise ModelLoadError(
-                f"{p} does not match architecture {arch!r}: {detail[:160]}"
-            ) from None
-        nets.append(net)
+    nets = load_members(
+        p, arch, members, lambda: build_network(arch, size_px=size, pretrained=False)
+    )
     dev = resolve_device(device)
     want = resolve_backend(backend)
     use_onnx = dev.type == "cpu" and (want == "onnx" or (want == "auto" and onnx_available()))
@@ -321,8 +292,6 @@ def load_atypical_model(
 def resample_patches(patches: np.ndarray, scale: float, size_px: int) -> np.ndarray:
     """Resample ``(N, S, S, 3)`` patches by ``scale`` (bilinear, anti-aliased when shrinking)
     and centre-crop them to ``size_px``."""
-    from .patches import centre_crop
-
     arr = np.asarray(patches)
     if abs(float(scale) - 1.0) > 1e-3:
         from skimage.transform import rescale
@@ -341,7 +310,7 @@ def resample_patches(patches: np.ndarray, scale: float, size_px: int) -> np.ndar
     return centre_crop(arr, int(size_px))
 
 
-class WithAtypicalModel:
+class WithAtypicalModel(CandidateScoring):
     """A candidate classifier whose atypical call comes from a dedicated model.
 
     MF probabilities (and the decision threshold) are the wrapped ``base`` classifier's; the
@@ -441,11 +410,7 @@ class WithAtypicalModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(mf_probability, atypical_probability)`` of patches at :attr:`input_mpp` of at
         least :attr:`cut_size_px` (centred on the candidates)."""
-        from .patches import centre_crop
-
-        arr = np.asarray(patches)
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise InvalidInputError(f"patches must be (N, H, W, 3) RGB, got shape {arr.shape}")
+        arr = rgb_patches(patches)
         n = arr.shape[0]
         if n == 0:
             return np.zeros(0), np.zeros(0)
@@ -474,26 +439,6 @@ class WithAtypicalModel:
                 resample_patches(crop, scale, a.patch_size_px), batch_size=batch_size
             )
         return mf, at
-
-    def predict_candidates(
-        self,
-        image: np.ndarray,
-        candidates: Any,
-        *,
-        batch_size: int = 256,
-        atypical_min_mf: float | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Score every candidate of an image at :attr:`input_mpp` (candidates in image px)."""
-        from .patches import predict_candidates
-
-        return predict_candidates(
-            self,
-            image,
-            candidates,
-            self.cut_size_px,
-            batch_size=batch_size,
-            atypical_min_mf=atypical_min_mf,
-        )
 
 
 def atypical_source(classifier: Any) -> str:

@@ -230,6 +230,46 @@ def cached_graph(key: dict[str, Any] | None, build: Callable[[], bytes]) -> byte
     return graph
 
 
+def member_graphs(
+    nets: list[Any],
+    *,
+    kind: str,
+    checkpoint_sha256: str | None,
+    arch: str,
+    patch_size_px: int,
+    uses_mask: bool,
+) -> list[bytes]:
+    """The ONNX graph of each ensemble member of a ``kind`` model ("classifier", "atypical"),
+    from the user cache under the checkpoint file's ``checkpoint_sha256`` (not cached without
+    it). A member is exported in the contiguous memory format and left in ``channels_last``
+    (``nets`` is updated in place)."""
+    import torch
+
+    def export(i: int) -> bytes:
+        net = nets[i].to(memory_format=torch.contiguous_format)
+        try:
+            return export_onnx(net, patch_size_px=int(patch_size_px), uses_mask=uses_mask)
+        finally:
+            nets[i] = net.to(memory_format=torch.channels_last)
+
+    return [
+        cached_graph(
+            None
+            if checkpoint_sha256 is None
+            else {
+                "kind": kind,
+                "checkpoint_sha256": checkpoint_sha256,
+                "member": i,
+                "arch": arch,
+                "patch_size_px": int(patch_size_px),
+                "uses_mask": uses_mask,
+            },
+            lambda i=i: export(i),
+        )
+        for i in range(len(nets))
+    ]
+
+
 def onnx_available() -> bool:
     """ONNX export and ONNX Runtime are importable (both are core dependencies)."""
     import importlib.util
@@ -289,6 +329,7 @@ __all__ = [
     "forward_onnx",
     "forward_torch",
     "graph_cache_path",
+    "member_graphs",
     "onnx_available",
     "onnx_graph",
     "ort_session",

@@ -11,10 +11,11 @@ A checkpoint is one ``torch.save`` file (loaded with ``weights_only=True``) hold
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError
+from ..errors import InvalidInputError, ModelLoadError
 
 FORMAT = "mitoscope-classifier"
 VERSION = 1
@@ -30,21 +31,41 @@ def default_model_path() -> Path:
 #: field -> (kind, required, (low, high) or None); kinds: int, float, str, bool, dict, list
 Field = tuple[str, bool, "tuple[float, float] | None"]
 
+#: the field every checkpoint may carry, checked first
+VERSION_FIELD: Field = ("int", False, (0, 1_000_000))
+
+
+def ensemble_fields(**own: Field) -> dict[str, Field]:
+    """The fields of an ensemble checkpoint (:func:`write_members_blob`): version, name and
+    architecture, then the model's ``own`` fields, then the members and the card."""
+    return {
+        "version": VERSION_FIELD,
+        "name": ("str", False, None),
+        "arch": ("str", True, None),
+        **own,
+        "members": ("list", True, None),
+        "card": ("dict", False, None),
+    }
+
+
+def ensemble_header(
+    path: Path, *, fmt: str, version: int, name: str | None, arch: str
+) -> dict[str, Any]:
+    """The first fields :func:`ensemble_fields` names, as a checkpoint writes them: format,
+    version, name (default: the file's stem) and architecture."""
+    return {"format": fmt, "version": version, "name": name or path.stem, "arch": str(arch)}
+
+
 #: the classifier checkpoint's fields (read_checkpoint checks them before anything uses them)
-CLASSIFIER_FIELDS: dict[str, Field] = {
-    "version": ("int", False, (0, 1_000_000)),
-    "name": ("str", False, None),
-    "arch": ("str", True, None),
-    "arch_kwargs": ("dict", False, None),
-    "input_mpp": ("float", True, (0.05, 20.0)),
-    "patch_size_px": ("int", True, (8, 4096)),
-    "threshold": ("float", True, (0.0, 1.0)),
-    "atypical_threshold": ("float", True, (0.0, 1.0)),
-    "has_atypical": ("bool", False, None),
-    "atypical_views": ("int", False, (1, 64)),
-    "members": ("list", True, None),
-    "card": ("dict", False, None),
-}
+CLASSIFIER_FIELDS: dict[str, Field] = ensemble_fields(
+    arch_kwargs=("dict", False, None),
+    input_mpp=("float", True, (0.05, 20.0)),
+    patch_size_px=("int", True, (8, 4096)),
+    threshold=("float", True, (0.0, 1.0)),
+    atypical_threshold=("float", True, (0.0, 1.0)),
+    has_atypical=("bool", False, None),
+    atypical_views=("int", False, (1, 64)),
+)
 
 #: the fields of ``arch_kwargs`` the loader reads
 ARCH_KWARGS_FIELDS: dict[str, Field] = {
@@ -133,7 +154,7 @@ def read_checkpoint(
         ) from None
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         raise ModelLoadError(f"{path} is not a mitoscope {kind} checkpoint")
-    check_fields(blob, {"version": ("int", False, (0, 1_000_000))}, path=path, kind=kind)
+    check_fields(blob, {"version": VERSION_FIELD}, path=path, kind=kind)
     if int(blob.get("version") or 0) > version:
         raise ModelLoadError(
             f"{path} needs a newer mitoscope (checkpoint version {blob['version']})"
@@ -141,6 +162,51 @@ def read_checkpoint(
     if fields:
         check_fields(blob, fields, path=path, kind=kind)
     return blob
+
+
+def known_arch(path: Path, arch: str) -> str:
+    """``arch`` when the registry (:mod:`~mitoscope.classify.registry`) has it.
+
+    Raises
+    ------
+    ModelLoadError
+        The checkpoint ``path`` names an architecture mitoscope does not know.
+    """
+    from .registry import get_spec
+
+    try:
+        get_spec(arch)
+    except InvalidInputError:
+        raise ModelLoadError(f"{path} uses unknown architecture {arch!r}") from None
+    return arch
+
+
+def load_members(
+    path: Path, arch: str, members: list[dict[str, Any]], build: Callable[[], Any]
+) -> list[Any]:
+    """One network per state dict of ``members``: ``build()`` makes it, the weights (cast to
+    its dtypes) are loaded strictly.
+
+    Raises
+    ------
+    ModelLoadError
+        A state dict does not fit the architecture ``arch`` the checkpoint ``path`` names.
+    """
+    nets = []
+    for sd in members:
+        net = build()
+        own = net.state_dict()
+        try:
+            sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
+            net.load_state_dict(sd, strict=True)
+        except (RuntimeError, AttributeError, TypeError, ValueError) as exc:
+            lines = str(exc).strip().splitlines()
+            detail = lines[1].strip() if len(lines) > 1 else (lines[0] if lines else "")
+            raise ModelLoadError(
+                f"{path} does not match architecture {arch!r}: {detail[:160]}"
+            ) from None
+        nets.append(net)
+    return nets
 
 
 def save_checkpoint(
@@ -161,10 +227,7 @@ def save_checkpoint(
     """Write a classifier checkpoint (atomic: temporary file, then rename)."""
     path = Path(path)
     fields = {
-        "format": FORMAT,
-        "version": VERSION,
-        "name": name or path.stem,
-        "arch": arch,
+        **ensemble_header(path, fmt=FORMAT, version=VERSION, name=name, arch=arch),
         "arch_kwargs": dict(arch_kwargs),
         "input_mpp": float(input_mpp),
         "patch_size_px": int(patch_size_px),
@@ -239,8 +302,13 @@ __all__ = [
     "DEFAULT_MODEL",
     "FORMAT",
     "VERSION",
+    "VERSION_FIELD",
     "check_fields",
     "default_model_path",
+    "ensemble_fields",
+    "ensemble_header",
+    "known_arch",
+    "load_members",
     "read_checkpoint",
     "save_checkpoint",
     "set_threshold",

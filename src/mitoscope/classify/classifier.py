@@ -15,19 +15,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidInputError, ModelLoadError
 from .backends import (
     CpuDevice,
-    cached_graph,
     cpu_has_native_bf16,
     export_onnx,
     file_sha256,
     forward_onnx,
     forward_torch,
+    member_graphs,
     onnx_available,
     onnx_graph,
     ort_session,
@@ -43,13 +43,13 @@ from .checkpoint import (
     VERSION,
     check_fields,
     default_model_path,
+    known_arch,
+    load_members,
     read_checkpoint,
     save_checkpoint,
 )
 from .ensemble import atypical_tta, dihedral_views
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..types import Candidates
+from .patches import CandidateScoring, rgb_patches
 
 #: former private names, kept for scripts that import them from here
 _sigmoid = sigmoid
@@ -58,7 +58,7 @@ _CpuDevice = CpuDevice
 
 
 @dataclass
-class Classifier:
+class Classifier(CandidateScoring):
     """An ensemble of candidate classifiers with validated decision thresholds.
 
     Use :func:`load_classifier` to build one from a checkpoint.
@@ -89,6 +89,11 @@ class Classifier:
     def gradcam_layer(self, model: Any) -> Any:
         """The last convolutional block of ``model`` (a member of :attr:`models`)."""
         return model.cam_layer
+
+    @property
+    def cut_size_px(self) -> int:
+        """Side of the patch cut per candidate: the network's input (:attr:`patch_size_px`)."""
+        return int(self.patch_size_px)
 
     # ------------------------------------------------------------------ prediction
     def __getstate__(self) -> dict[str, Any]:
@@ -193,9 +198,7 @@ class Classifier:
         """
         from .patches import centre_crop
 
-        arr = np.asarray(patches)
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise InvalidInputError(f"patches must be (N, H, W, 3) RGB, got shape {arr.shape}")
+        arr = rgb_patches(patches)
         n = arr.shape[0]
         if n == 0:
             return np.zeros(0), np.zeros(0)
@@ -274,26 +277,6 @@ class Classifier:
             identity=identity,
         )
 
-    def predict_candidates(
-        self,
-        image: np.ndarray,
-        candidates: Candidates,
-        *,
-        batch_size: int = 256,
-        atypical_min_mf: float | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Score every candidate of an image at :attr:`input_mpp` (candidates in image px)."""
-        from .patches import predict_candidates
-
-        return predict_candidates(
-            self,
-            image,
-            candidates,
-            self.patch_size_px,
-            batch_size=batch_size,
-            atypical_min_mf=atypical_min_mf,
-        )
-
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the checkpoint atomically (members stored as float16)."""
@@ -340,7 +323,7 @@ def load_classifier(
     """
     import torch
 
-    from .registry import create_model, get_spec
+    from .registry import create_model
 
     p = default_model_path() if path is None else Path(path)
     if path is None and not p.is_file():
@@ -352,11 +335,7 @@ def load_classifier(
         fields=CLASSIFIER_FIELDS,
     )  # fmt: skip
     check_fields(blob.get("arch_kwargs") or {}, ARCH_KWARGS_FIELDS, path=p, kind="classifier")
-    arch = str(blob.get("arch"))
-    try:
-        get_spec(arch)
-    except InvalidInputError:
-        raise ModelLoadError(f"{p} uses unknown architecture {arch!r}") from None
+    arch = known_arch(p, str(blob.get("arch")))
     kwargs = dict(blob.get("arch_kwargs") or {})
     members = blob.get("members") or []
     if not members:
@@ -364,27 +343,18 @@ def load_classifier(
     if not all(isinstance(sd, dict) for sd in members):
         raise ModelLoadError(f"{p}: 'members' must be a list of state dicts; re-save the model")
     dev = resolve_device(device)
-    models = []
-    for sd in members:
-        net = create_model(
+    nets = load_members(
+        p,
+        arch,
+        members,
+        lambda: create_model(
             arch,
             use_mask=bool(kwargs.get("use_mask", True)),
             n_subtypes=int(kwargs.get("n_subtypes", 0)),
             pretrained=False,
-        )
-        own = net.state_dict()
-        try:
-            sd = {k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}
-            net.load_state_dict(sd, strict=True)
-        except (RuntimeError, AttributeError, TypeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()
-            detail = first[1].strip() if len(first) > 1 else (first[0] if first else "")
-            raise ModelLoadError(
-                f"{p} does not match architecture {arch!r}: {detail[:160]}"
-            ) from None
-        net.eval().to(dev)
-        net = net.to(memory_format=torch.channels_last)
-        models.append(net)
+        ),
+    )
+    models = [net.eval().to(dev).to(memory_format=torch.channels_last) for net in nets]
     if cpu_bf16 is None:
         cpu_bf16 = arch == "omgnet_resnet18" and cpu_has_native_bf16()
     card = dict(blob.get("card") or {})
@@ -395,30 +365,14 @@ def load_classifier(
     )
     graphs = []
     if use_onnx:
-        patch = int(blob["patch_size_px"])
-        digest = file_sha256(p)
-
-        def export(i: int) -> bytes:
-            net = models[i].to(memory_format=torch.contiguous_format)
-            try:
-                return export_onnx(net, patch_size_px=patch, uses_mask=uses_mask)
-            finally:
-                models[i] = net.to(memory_format=torch.channels_last)
-
-        graphs = [
-            cached_graph(
-                {
-                    "kind": "classifier",
-                    "checkpoint_sha256": digest,
-                    "member": i,
-                    "arch": arch,
-                    "patch_size_px": patch,
-                    "uses_mask": uses_mask,
-                },
-                lambda i=i: export(i),
-            )  # fmt: skip
-            for i in range(len(models))
-        ]
+        graphs = member_graphs(
+            models,
+            kind="classifier",
+            checkpoint_sha256=file_sha256(p),
+            arch=arch,
+            patch_size_px=int(blob["patch_size_px"]),
+            uses_mask=uses_mask,
+        )
     return Classifier(
         backend="onnx" if use_onnx else "torch",
         _onnx=graphs,

@@ -149,6 +149,14 @@ def centre_crop(arr: np.ndarray, size_px: int, *, axes: tuple[int, int] = (1, 2)
     return arr[tuple(sl)]
 
 
+def rgb_patches(patches: Any) -> np.ndarray:
+    """``patches`` as an ``(N, H, W, 3)`` array (the input every patch classifier takes)."""
+    arr = np.asarray(patches)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise InvalidInputError(f"patches must be (N, H, W, 3) RGB, got shape {arr.shape}")
+    return arr
+
+
 def predict_candidates(
     model: Any,
     image: np.ndarray,
@@ -173,3 +181,30 @@ def predict_candidates(
     return model.predict_patches(
         patches, masks, batch_size=batch_size, atypical_min_mf=atypical_min_mf
     )
+
+
+class CandidateScoring:
+    """``predict_candidates`` for a patch classifier: :func:`predict_candidates` with patches of
+    its ``cut_size_px`` (shared by the classifier and the classifier with a dedicated atypical
+    model)."""
+
+    #: side of the patch cut per candidate (px at ``input_mpp``), given by the class
+    cut_size_px: int
+
+    def predict_candidates(
+        self,
+        image: np.ndarray,
+        candidates: Candidates,
+        *,
+        batch_size: int = 256,
+        atypical_min_mf: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score every candidate of an image at :attr:`input_mpp` (candidates in image px)."""
+        return predict_candidates(
+            self,
+            image,
+            candidates,
+            self.cut_size_px,
+            batch_size=batch_size,
+            atypical_min_mf=atypical_min_mf,
+        )
