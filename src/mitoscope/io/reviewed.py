@@ -32,7 +32,13 @@ from pathlib import Path
 
 from ..errors import InvalidInputError
 from .records import MITOTIC, NON_MITOTIC, PointAnnotations, canonical_label, str_array
-from .sliderunner import CLASS_AMF, CLASS_MF, _connect_ro, _coordinates, _position
+from .sliderunner import (
+    CLASS_AMF,
+    CLASS_MF,
+    annotation_position,
+    annotation_vertices,
+    connect_readonly,
+)
 
 #: the review app's answer "equivocal" (a class of the run database)
 CLASS_EQUIVOCAL = "Equivocal"
@@ -117,7 +123,7 @@ def read_reviewed(
     """
     check_review_weights(contested_weight, equivocal_as, equivocal_weight)
     db = run_database(path)
-    con = _connect_ro(db)
+    con = connect_readonly(db)
     try:
         slides = {int(u): str(f) for u, f in con.execute("SELECT uid, filename FROM Slides")}
         classes = {int(u): str(n) for u, n in con.execute("SELECT uid, name FROM Classes")}
@@ -139,7 +145,7 @@ def read_reviewed(
             "SELECT uid, slide, type FROM Annotations WHERE deleted = 0 OR deleted IS NULL "
             "ORDER BY uid"
         ).fetchall()
-        coords = _coordinates(con)
+        coords = annotation_vertices(con)
     except sqlite3.DatabaseError as exc:
         raise InvalidInputError(f"{db.name}: unreadable SlideRunner tables ({exc})") from None
     finally:
@@ -163,7 +169,7 @@ def read_reviewed(
                 continue
             is_mf, atypical = found
             weight = float(contested_weight) if any(equivocal) else 1.0
-        x, y, _ = _position(pts, atype)
+        x, y, _ = annotation_position(pts, atype)
         rows.append(
             (slides.get(int(slide), str(slide)), x, y, is_mf, atypical, weight,
              len({p for p, _ in given}), int(uid), json.dumps(names), json.dumps([p for p, _ in given]),

@@ -76,7 +76,12 @@ _PROB_RE = re.compile(r"mf_probability=([0-9.eE+\-]+|nan)")
 _ATYP_RE = re.compile(r"atypical_probability=([0-9.eE+\-]+|nan)")
 
 
-def _connect_ro(p: Path) -> sqlite3.Connection:
+def connect_readonly(p: Path) -> sqlite3.Connection:
+    """Open a SlideRunner database read-only, checking it has the tables every reader needs.
+
+    Raises :class:`~mitoscope.errors.InvalidInputError` when ``p`` is not a SQLite database or
+    lacks ``Slides``, ``Annotations``, ``Annotations_coordinates`` or ``Classes``.
+    """
     try:
         con = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -126,7 +131,7 @@ def read_sliderunner(
         :class:`SlideRunnerDB`); ``images_all`` lists all slides.
     """
     p = check_file(path, "SlideRunner database")
-    con = _connect_ro(p)
+    con = connect_readonly(p)
     try:
         return _read(con, p, exclude_persons, include_deleted)
     except sqlite3.DatabaseError as exc:
@@ -135,7 +140,7 @@ def read_sliderunner(
         con.close()
 
 
-def _coordinates(con: sqlite3.Connection) -> dict[int, list[tuple[float, float]]]:
+def annotation_vertices(con: sqlite3.Connection) -> dict[int, list[tuple[float, float]]]:
     """Each annotation's vertices in drawing order (``Annotations_coordinates``), by its uid."""
     coords: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for anno, x, y in con.execute(
@@ -176,7 +181,7 @@ def _read(
         f"SELECT uid, slide, guid, type, agreedClass, description FROM Annotations {where} "
         "ORDER BY uid"
     ).fetchall()
-    coords = _coordinates(con)
+    coords = annotation_vertices(con)
     votes: dict[int, dict[int, int]] = defaultdict(dict)
     if "Annotations_label" in tables:
         for anno, person, cls in con.execute(
@@ -190,7 +195,7 @@ def _read(
         pts = coords.get(uid)
         if not pts:
             continue
-        x, y, box = _position(pts, atype)
+        x, y, box = annotation_position(pts, atype)
         has_box |= box is not None
         person_votes = {k: v for k, v in votes.get(uid, {}).items() if k not in excluded}
         cls = agreed
@@ -250,9 +255,15 @@ def _read(
     )
 
 
-def _position(
+def annotation_position(
     pts: list[tuple[float, float]], atype: int | None
 ) -> tuple[float, float, tuple[float, float, float, float] | None]:
+    """An annotation's position ``(x, y, box)`` from its vertices and SlideRunner ``type``.
+
+    A spot (or a single vertex) is itself, with no box; otherwise ``box`` is the vertices'
+    ``(x0, y0, x1, y1)`` and the position is a polygon's centroid (three or more vertices) or
+    the box centre (rectangle, circle). The one rule every SlideRunner reader places by.
+    """
     arr = np.asarray(pts, dtype=np.float64)
     if atype in (SPOT, SPECIAL_SPOT) or len(arr) == 1:
         return float(arr[0, 0]), float(arr[0, 1]), None

@@ -138,7 +138,7 @@ def classifier_disagreement(
         by_slide: dict[str, list[int]] = defaultdict(list)
         for u in uids:
             by_slide[store.by_uid[u].slide_name].append(u)
-        mpps = {name: s.get("mpp") for name, s in store._summaries().items()}
+        mpps = {name: s.get("mpp") for name, s in store.slide_summaries().items()}
         out: dict[int, float] = {}
         for name, its in sorted(by_slide.items()):
             try:

@@ -40,8 +40,8 @@ from ..io.sliderunner import (
     CLASS_MF,
     CLASS_NON_MF,
     SCHEMA,
-    _coordinates,
-    _position,
+    annotation_position,
+    annotation_vertices,
 )
 
 #: answer key -> SlideRunner class name
@@ -209,7 +209,11 @@ class ReviewStore:
         con.execute("PRAGMA busy_timeout = 60000")
         return con
 
-    def _summaries(self) -> dict[str, dict[str, Any]]:
+    def slide_summaries(self) -> dict[str, dict[str, Any]]:
+        """The run's ``*.summary.json`` files next to the database, by slide file name.
+
+        A file that cannot be read or parsed, or whose ``slide`` is not a string, is skipped.
+        """
         out: dict[str, dict[str, Any]] = {}
         for f in sorted(self.path.parent.glob("*.summary.json")):
             try:
@@ -227,7 +231,7 @@ class ReviewStore:
         marks = ",".join("?" * len(machine))
         # every annotation's vertices in one pass (a correlated subquery per annotation is
         # quadratic: these tables have no index on annoId)
-        coords = _coordinates(con)
+        coords = annotation_vertices(con)
         rows = con.execute(
             "SELECT a.uid, a.slide, s.filename, a.description, c.name, a.type "
             "FROM Annotations a JOIN Slides s ON s.uid = a.slide "
@@ -244,7 +248,7 @@ class ReviewStore:
                 [m[0] for m in machine],
             ).fetchall()
         )
-        summaries = self._summaries()
+        summaries = self.slide_summaries()
         self.hotspots: dict[int, tuple[float, float, float]] = {}
         self.slide_mpp: dict[int, float | None] = {}
         items = []
@@ -254,7 +258,7 @@ class ReviewStore:
                 continue
             # the detection's centre: the spot itself, a polygon's centroid, a box's centre
             # (the reader's one rule), never a polygon's first vertex
-            x, y, _ = _position(pts, atype)
+            x, y, _ = annotation_position(pts, atype)
             summ = summaries.get(str(fname), {})
             if int(slide) not in self.slide_mpp:
                 self.slide_mpp[int(slide)] = _mpp(summ.get("mpp"))
