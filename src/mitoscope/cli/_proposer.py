@@ -1,5 +1,5 @@
-"""The options ``candidates`` and ``detect`` share (pixel size, proposer, SAM, detector) and the
-proposer built from them."""
+"""The proposer options ``candidates`` and ``detect`` share (proposer, SAM, detector) and the
+proposer built from them; the pixel size and tiling options are in :mod:`._options`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from typing import Any
 
 import typer
 
-MPP_OPTION = typer.Option(
-    None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
-)
 PROPOSER_OPTION = typer.Option("classical", "--proposer", help="classical | sam | detector")
 SAM_CHECKPOINT_OPTION = typer.Option(
     None, "--sam-checkpoint", help="Segment Anything checkpoint (needed by --proposer sam)."

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from ._options import MPP_OPTION, OVERLAP_UM_OPTION, PROGRESS_OPTION, TILE_UM_OPTION
 from ._proposer import (
     DETECTOR_OPTION,
-    MPP_OPTION,
     PROPOSER_OPTION,
     SAM_CHECKPOINT_OPTION,
     SAM_VARIANT_OPTION,
@@ -40,12 +40,12 @@ def candidates(
         "--work-mpp",
         help="Pixel size to propose at (default: 0.25 for sam; max(slide mpp, 0.25) otherwise).",
     ),
-    tile_um: float = typer.Option(256.0, "--tile-um", help="Tile size in um."),
-    overlap_um: float = typer.Option(32.0, "--overlap-um", help="Tile overlap in um."),
+    tile_um: float = TILE_UM_OPTION,
+    overlap_um: float = OVERLAP_UM_OPTION,
     all_tiles: bool = typer.Option(
         False, "--all-tiles", help="Propose everywhere, not only on detected tissue."
     ),
-    progress: bool = typer.Option(False, "--progress", help="Show a progress bar."),
+    progress: bool = PROGRESS_OPTION,
 ) -> None:
     """Propose candidate objects (with masks) and write x_px,y_px,area_um2,score,bbox to CSV."""
     from ..candidates import propose_slide

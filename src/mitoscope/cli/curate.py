@@ -12,6 +12,9 @@ from typing import Any
 
 import typer
 
+from ._options import PROGRESS_OPTION
+from ._proposer import SAM_VARIANT_OPTION
+
 curate_app = typer.Typer(
     name="curate",
     help="Curate training data: masks from point labels, crowd consensus, label transfer.",
@@ -64,11 +67,11 @@ def masks(
     sam_checkpoint: Path = typer.Option(
         None, "--sam-checkpoint", help="Segment Anything checkpoint (e.g. sam_vit_h_4b8939.pth)."
     ),
-    sam_variant: str = typer.Option("vit_h", "--sam-variant", help="vit_h | vit_l | vit_b"),
+    sam_variant: str = SAM_VARIANT_OPTION,
     box_um: float = typer.Option(
         12.5, "--box-um", help="Side of the prompt box around point labels (um)."
     ),
-    progress: bool = typer.Option(False, "--progress", help="Show a progress bar."),
+    progress: bool = PROGRESS_OPTION,
 ) -> None:
     """One nucleus mask per label (SAM box prompts or classical); failures are flagged.
 

@@ -14,6 +14,10 @@ import typer
 
 from .curate import curate_app
 
+#: the options both registration-based commands take
+OUT_DIR_OPTION = typer.Option(..., "--out", "-o", help="Output directory (created).")
+METHOD_OPTION = typer.Option("orb", "--method", help="Slide-level features: orb | sift.")
+
 
 def _print_registration(reg: dict[str, Any]) -> None:
     s = reg["slide_level"]
@@ -36,7 +40,7 @@ def rescan(
     labels: Path = typer.Argument(
         ..., help="Labels of SOURCE in level-0 px: SlideRunner, MIDOG++ JSON, GeoJSON or CSV."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created)."),
+    out: Path = OUT_DIR_OPTION,
     mpp: float = typer.Option(None, "--mpp", help="Pixel size of SOURCE (um/px) if not in it."),
     target_mpp: float = typer.Option(
         None, "--target-mpp", help="Pixel size of the re-scan (um/px) if not in it."
@@ -59,7 +63,7 @@ def rescan(
     patch: bool = typer.Option(
         True, "--patch/--no-patch", help="Refine the slide-level map around the labels."
     ),
-    method: str = typer.Option("orb", "--method", help="Slide-level features: orb | sift."),
+    method: str = METHOD_OPTION,
     channel: str = typer.Option(
         "od", "--channel", help="Image the features are found on: od | haematoxylin | gray."
     ),
@@ -89,7 +93,7 @@ def rescan(
 def phh3(
     he: Path = typer.Argument(..., metavar="HE", help="The H&E slide to label."),
     phh3_slide: Path = typer.Argument(..., metavar="PHH3", help="The pHH3 re-stain of it."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (created)."),
+    out: Path = OUT_DIR_OPTION,
     he_mpp: float = typer.Option(None, "--he-mpp", help="Pixel size of HE (um/px) if not in it."),
     phh3_mpp: float = typer.Option(
         None, "--phh3-mpp", help="Pixel size of PHH3 (um/px) if not in it."
@@ -105,7 +109,7 @@ def phh3(
     patch: bool = typer.Option(
         True, "--patch/--no-patch", help="Refine the slide-level map around the nuclei."
     ),
-    method: str = typer.Option("orb", "--method", help="Slide-level features: orb | sift."),
+    method: str = METHOD_OPTION,
     channel: str = typer.Option(
         "haematoxylin",
         "--channel",

@@ -9,9 +9,9 @@ from typing import Any
 import typer
 
 from ..detect.config import DEFAULTS
+from ._options import MPP_OPTION, OVERLAP_UM_OPTION, TILE_UM_OPTION
 from ._proposer import (
     DETECTOR_OPTION,
-    MPP_OPTION,
     PROPOSER_OPTION,
     SAM_CHECKPOINT_OPTION,
     SAM_VARIANT_OPTION,
@@ -148,10 +148,8 @@ def detect(
         "--stain-target",
         help="Reference H&E image (PNG/JPEG/TIFF) whose stain --stain-normalize maps tiles to.",
     ),
-    tile_um: float = typer.Option(DEFAULTS.tile_um, "--tile-um", help="Tile size in um."),
-    overlap_um: float = typer.Option(
-        DEFAULTS.overlap_um, "--overlap-um", help="Tile overlap in um."
-    ),
+    tile_um: float = TILE_UM_OPTION,
+    overlap_um: float = OVERLAP_UM_OPTION,
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
     sample: bool = typer.Option(False, "--sample", help="Run on the bundled sample slide."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary lines."),

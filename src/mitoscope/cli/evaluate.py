@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from ._options import JSON_OPTION
+
 
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
@@ -55,7 +57,7 @@ def evaluate(
         1000, "--bootstrap", help="Bootstrap replicates for the F1 95% CI (0 = off)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    json_out: bool = JSON_OPTION,
     out: Path = typer.Option(None, "--out", help="Write a report (.html or .md)."),
 ) -> None:
     """Match predictions to truth within 7.5 um (MIDOG), pool TP/FP/FN, report F1, AP, FROC."""

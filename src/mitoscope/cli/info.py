@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ._options import JSON_OPTION, MPP_OPTION, OVERLAP_UM_OPTION
+
 
 def register(app: typer.Typer) -> None:
     app.command("info")(info)
@@ -14,12 +16,10 @@ def register(app: typer.Typer) -> None:
 
 def info(
     slide: Path = typer.Argument(..., help="Whole-slide image or region image."),
-    mpp: float = typer.Option(
-        None, "--mpp", help="Pixel size of level 0 in um/px (overrides metadata)."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    mpp: float = MPP_OPTION,
+    json_out: bool = JSON_OPTION,
     tile_um: float = typer.Option(256.0, "--tile-um", help="Tile size in um for the tiling plan."),
-    overlap_um: float = typer.Option(32.0, "--overlap-um", help="Tile overlap in um."),
+    overlap_um: float = OVERLAP_UM_OPTION,
 ) -> None:
     """Show format, dimensions, levels, pixel size, tissue area and tile count of a slide."""
     from ..slide import detect_tissue, open_slide, plan_tiles

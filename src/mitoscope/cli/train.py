@@ -6,6 +6,14 @@ from pathlib import Path
 
 import typer
 
+from ._options import (
+    CHECKPOINT_OUT_OPTION,
+    FAST_DEV_RUN_OPTION,
+    SEEDS_OPTION,
+    THREADS_OPTION,
+    source_option,
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
@@ -22,10 +30,8 @@ def train_cmd(
     samples_per_epoch: int = typer.Option(
         None, "--samples-per-epoch", help="Patches drawn per epoch."
     ),
-    seeds: str = typer.Option(
-        None, "--seeds", help="Comma-separated seeds; one ensemble member each."
-    ),
-    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint to write (.pt)."),
+    seeds: str = SEEDS_OPTION,
+    out: Path = CHECKPOINT_OUT_OPTION,
     data: str = typer.Option(
         None,
         "--data",
@@ -35,13 +41,8 @@ def train_cmd(
     data_dir: Path = typer.Option(
         None, "--data-dir", help="The data of --data (e.g. the amibr-train folder)."
     ),
-    source: list[str] = typer.Option(
-        None,
-        "--source",
-        "-s",
-        metavar="TYPE:PATH[,key=value...]",
-        help="A label source (repeatable; replaces the config's sources), e.g. "
-        "midogpp:MIDOGpp.json,images=imgs/,split=train,weight=2 or tissue:tissue/. Keys as in "
+    source: list[str] = source_option(
+        "e.g. midogpp:MIDOGpp.json,images=imgs/,split=train,weight=2 or tissue:tissue/. Keys as in "
         "[[train.sources]] (docs/training.md); lists with '|'.",
     ),
     neg_ratio: float = typer.Option(None, "--neg-ratio", help="Negative:positive sampling ratio."),
@@ -55,16 +56,14 @@ def train_cmd(
     no_multitask: bool = typer.Option(False, "--no-multitask", help="MF loss only in stage 1."),
     stain_sigma: float = typer.Option(None, "--stain-sigma", help="HED jitter sigma (0 = off)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where the patch cache is kept."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int = THREADS_OPTION,
     atypical_tta: int = typer.Option(
         None,
         "--atypical-tta",
         help="Views averaged for the atypical probability (1-8: 4 = the rotations); the atypical "
         "threshold is chosen with them.",
     ),
-    fast_dev_run: bool = typer.Option(
-        False, "--fast-dev-run", help="One batch: check the pipeline."
-    ),
+    fast_dev_run: bool = FAST_DEV_RUN_OPTION,
 ) -> None:
     """Train a classifier ensemble on labelled data and write a checkpoint with its model card.
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ._options import CHECKPOINT_OUT_OPTION, SEEDS_OPTION, THREADS_OPTION
+
 
 def register(app: typer.Typer) -> None:
     app.command("train-atypical")(train_atypical_cmd)
@@ -15,19 +17,17 @@ def train_atypical_cmd(
     config: Path = typer.Option(
         None, "--config", "-c", help="TOML file with an atypical table (configs/atypical.toml)."
     ),
-    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint to write (.pt)."),
+    out: Path = CHECKPOINT_OUT_OPTION,
     data_dir: Path = typer.Option(None, "--data-dir", help="The amibr-train folder."),
     arch: str = typer.Option(None, "--arch", help="Architecture (effnet_lite0, ...)."),
     patch_size: int = typer.Option(None, "--patch-size", help="Input side in px."),
     input_mpp: float = typer.Option(None, "--input-mpp", help="Input pixel size in um/px."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (one pass over the crops each)."),
-    seeds: str = typer.Option(
-        None, "--seeds", help="Comma-separated seeds; one ensemble member each."
-    ),
+    seeds: str = SEEDS_OPTION,
     tta_views: int = typer.Option(
         None, "--tta-views", help="Dihedral views averaged at inference (1-8)."
     ),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int = THREADS_OPTION,
     cache_dir: Path = typer.Option(
         None, "--cache-dir", help="Crop and member cache (none: off; default ~/.cache/mitoscope)."
     ),

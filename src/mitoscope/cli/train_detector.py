@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ._options import CHECKPOINT_OUT_OPTION, FAST_DEV_RUN_OPTION, THREADS_OPTION, source_option
+
 
 def register(app: typer.Typer) -> None:
     app.command("train-detector")(train_detector_cmd)
@@ -15,13 +17,8 @@ def train_detector_cmd(
     config: Path = typer.Option(
         None, "--config", "-c", help="TOML or YAML file of [detector] fields (docs/detector.md)."
     ),
-    source: list[str] = typer.Option(
-        None,
-        "--source",
-        "-s",
-        metavar="TYPE:PATH[,key=value...]",
-        help="A label source (repeatable; replaces the config's sources), as for mitoscope "
-        "train: amibr, midogpp, sliderunner, geojson, csv, tissue. Default: the AMi-Br crops "
+    source: list[str] = source_option(
+        "as for mitoscope train: amibr, midogpp, sliderunner, geojson, csv, tissue. Default: the AMi-Br crops "
         "in ../shared/data/amibr-train.",
     ),
     backbone: str = typer.Option(None, "--backbone", help="effnet_lite0 (default) | tiny"),
@@ -36,11 +33,9 @@ def train_detector_cmd(
     tile_px: int = typer.Option(
         None, "--tile-px", help="Training tile side in px at the detector's pixel size."
     ),
-    out: Path = typer.Option(None, "--out", "-o", help="Checkpoint to write (.pt)."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch."),
-    fast_dev_run: bool = typer.Option(
-        False, "--fast-dev-run", help="One batch: check the pipeline."
-    ),
+    out: Path = CHECKPOINT_OUT_OPTION,
+    threads: int = THREADS_OPTION,
+    fast_dev_run: bool = FAST_DEV_RUN_OPTION,
 ) -> None:
     """Train a mitosis detector (torchvision FCOS on EfficientNet-Lite0 + FPN) and write its
     checkpoint with the model card; thresholds are chosen on the validation slides only.
