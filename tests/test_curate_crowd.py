@@ -117,7 +117,11 @@ def test_event_tile_sampler():
         EventTileSampler(["c"], [1.0], [1.0], {"a": (10, 10)})
 
 
-@pytest.mark.parametrize("case", ["geojson", "not_csv", "twice", "json_without_votes"])
+@pytest.mark.parametrize(
+    "case",
+    ["geojson", "not_csv", "twice", "json_without_votes", "unknown_format", "csv_without_votes",
+     "no_output_folder"],
+)  # fmt: skip
 def test_bad_input_one_line_exit_2(case, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -134,6 +138,14 @@ def test_bad_input_one_line_exit_2(case, tmp_path, capsys):
     elif case == "json_without_votes":
         (tmp_path / "x.json").write_text('{"type": "Multiple points", "points": []}')
         labels = [str(tmp_path / "x.json")]
+    elif case == "unknown_format":
+        (tmp_path / "x.xyz").write_text("1 2 3\n")
+        labels = [str(tmp_path / "x.xyz")]
+    elif case == "csv_without_votes":  # a real CSV of ../shared that is not a vote table
+        labels = [str(shared_file("annotations", "MIDOGpp_datasets_xvalidation.csv"))]
+    elif case == "no_output_folder":
+        labels = [str(shared_file("amibr-train", "labels.csv"))]
+        table = out / "missing" / "t.csv"
     rc = main(["curate", "crowd", *labels, "--out", str(table)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("mitoscope: error: "), (rc, err)

@@ -157,8 +157,8 @@ def test_cli_sam_checkpoint(corner, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["outside", "millimetres", "no_image", "unknown_format", "no_mpp", "sam_without_weights",
-     "nothing_to_write"],
+    ["outside", "millimetres", "no_image", "other_dataset", "unknown_format", "no_mpp",
+     "mpp_in_nm", "sam_without_weights", "nothing_to_write", "no_output_folder"],
 )  # fmt: skip
 def test_bad_input_one_line_exit_2_nothing_written(case, corner, tmp_path, capsys):
     ann, _, image = corner
@@ -174,15 +174,21 @@ def test_bad_input_one_line_exit_2_nothing_written(case, corner, tmp_path, capsy
     elif case == "no_image":  # labels name an image the folder does not hold
         labels = _write_points(tmp_path / "other_image.geojson", [(10.0, 10.0)])
         images = str(image.parent)
+    elif case == "other_dataset":  # the real TUPAC database against the MoNuSeg images
+        labels = shared_file("annotations", "TUPAC_alternativeLabels_augmented_training.sqlite")
+        images = str(image.parent)
     elif case == "unknown_format":
         labels = tmp_path / "labels.xyz"
         labels.write_text("1 2 3\n")
     elif case == "no_mpp":
         extra = []
+    elif case == "mpp_in_nm":  # wrong units: nanometres per pixel
+        extra = ["--mpp", "252.7"]
     elif case == "sam_without_weights":
         extra += ["--method", "sam"]
-    outputs = [] if case == "nothing_to_write" else ["--geojson", str(out / "m.geojson"),
-                                                     "--sqlite", str(out / "m.sqlite")]  # fmt: skip
+    dest = out / "missing" if case == "no_output_folder" else out
+    outputs = [] if case == "nothing_to_write" else ["--geojson", str(dest / "m.geojson"),
+                                                     "--sqlite", str(dest / "m.sqlite")]  # fmt: skip
     rc = main(["curate", "masks", str(labels), "--images", images, *extra, *outputs])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("mitoscope: error: "), (rc, err)

@@ -158,3 +158,25 @@ def test_cli_and_bad_input(tmp_path, capsys) -> None:
     assert not bad.exists()
     with pytest.raises(Exception, match="min_area_um2"):
         PHH3Config(min_area_um2=300).check()
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        # PNGs record no pixel size: the message names the option of the slide that lacks it
+        (["--phh3-mpp", str(PHH3_MPP)], ["case_he.png has no usable pixel size", "--he-mpp"]),
+        (["--he-mpp", str(HE_MPP)], ["case_phh3.png has no usable pixel size", "--phh3-mpp"]),
+        # a pixel size in nanometres
+        (["--he-mpp", str(HE_MPP), "--phh3-mpp", "500"], ["--phh3-mpp=500 um/px is outside"]),
+        (["--he-mpp", str(HE_MPP), "--phh3-mpp", str(PHH3_MPP), "--dab-threshold", "-1"],
+         ["dab_threshold must be a positive number"]),
+    ],
+)  # fmt: skip
+def test_bad_pixel_sizes_and_options_one_line_exit_2(args, expect, tmp_path, capsys) -> None:
+    he, phh3, _ = _pair(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    bad = tmp_path / "bad"
+    rc, err = _run(["curate", "phh3", *args, str(he), str(phh3), "--out", str(bad)], capsys)
+    assert rc == 2 and len(err) == 1 and err[0].startswith("mitoscope: error: "), (rc, err)
+    assert all(e in err[0] for e in expect), err
+    assert not bad.exists() and sorted(tmp_path.iterdir()) == before

@@ -95,6 +95,13 @@ def test_labels_move_and_blurred_ones_are_ignored(scans) -> None:
     db = read_sliderunner(res.paths["database"])
     assert len(db) == 4 and len(drop_uncertain(db)) == 2
     assert set(db.image) == {"case_rescan.png"}
+    # the review app opens the output folder with the ignored (flagged) labels queued first
+    from mitoscope.review.store import ReviewStore
+
+    store = ReviewStore(d / "out")
+    ignored = {it.uid for it in store.items if it.model_class == "ignore"}
+    assert len(store.items) == 4 and len(ignored) == 2
+    assert set(store.queues["selected"][:2]) == ignored
 
 
 def _run(argv, capsys):
@@ -133,3 +140,26 @@ def test_cli_and_bad_input(scans, tmp_path, capsys, monkeypatch) -> None:
     assert not bad.exists()
     with pytest.raises(Exception, match="min-probability"):
         RescanConfig(min_probability=1.5).check()
+
+
+@pytest.mark.parametrize(
+    ("mpp_args", "expect"),
+    [
+        # wrong units: the re-scan declared at twice its pixel size
+        (["--mpp", str(SRC_MPP), "--target-mpp", str(2 * DST_MPP)], ["pixel size is wrong"]),
+        # PNGs record no pixel size: the message names the option of the slide that lacks it
+        (["--mpp", str(SRC_MPP)], ["case_rescan.png has no usable pixel size", "--target-mpp"]),
+        (["--target-mpp", str(DST_MPP)], ["case.png has no usable pixel size", "with --mpp "]),
+        # a pixel size in nanometres
+        (["--mpp", str(SRC_MPP), "--target-mpp", "240"], ["--target-mpp=240 um/px is outside"]),
+    ],
+)
+def test_bad_pixel_sizes_one_line_exit_2_nothing_written(mpp_args, expect, scans, tmp_path, capsys):
+    d, _ = scans
+    before = sorted(d.rglob("*"))
+    out = tmp_path / "bad"
+    rc, err = _run(["curate", "rescan", *mpp_args, str(d / "case.png"), str(d / "case_rescan.png"),
+                    str(d / "labels.csv"), "--out", str(out)], capsys)  # fmt: skip
+    assert rc == 2 and len(err) == 1 and err[0].startswith("mitoscope: error: "), (rc, err)
+    assert all(e in err[0] for e in expect), err
+    assert not out.exists() and list(tmp_path.iterdir()) == [] and sorted(d.rglob("*")) == before

@@ -42,6 +42,7 @@ from .registration import (
     PATCH_UM,
     PointTransfer,
     check_transfer_settings,
+    open_scan,
     transfer_with,
 )
 from .transfer_out import OutLabel, check_out_dir, write_transfer_outputs
@@ -223,7 +224,6 @@ def curate_phh3(
     nothing). Raises :class:`~mitoscope.errors.InvalidInputError` (one line) for slides that
     do not register, wrong pixel sizes or a pHH3 slide without any positive nucleus."""
     from ..io.sliderunner import CLASS_MF
-    from ..slide.reader import open_slide
 
     cfg = config or PHH3Config()
     cfg.check()
@@ -231,7 +231,7 @@ def curate_phh3(
         check_out_dir(out)
     if Path(he).resolve() == Path(phh3).resolve():
         raise InvalidInputError("the H&E and the pHH3 slide are the same file")
-    with open_slide(he, mpp=he_mpp) as he_r, open_slide(phh3, mpp=phh3_mpp) as ph_r:
+    with open_scan(he, he_mpp, "--he-mpp") as he_r, open_scan(phh3, phh3_mpp, "--phh3-mpp") as ph_r:
         objects = detect_dab_slide(ph_r, cfg)
         if not len(objects):
             raise InvalidInputError(

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -552,6 +553,25 @@ def check_points_in_slide(xy: np.ndarray, info: Any, what: str = "labels") -> No
         )
 
 
+def open_scan(path: Any, mpp: float | None, option: str) -> Any:
+    """:func:`~mitoscope.slide.reader.open_slide` for one slide of a pair, its pixel-size errors
+    naming the option that sets this slide's pixel size (``--target-mpp``, ``--he-mpp``, ...)
+    instead of the reader's generic ``--mpp``, which sets the other slide's in some commands."""
+    from ..errors import MissingMetadataError
+    from ..slide.reader import open_slide
+    from ..units import validate_mpp
+
+    if mpp is not None:
+        validate_mpp(mpp, name=option)
+    try:
+        return open_slide(path, mpp=mpp)
+    except MissingMetadataError:
+        raise MissingMetadataError(
+            f"{Path(path).name} has no usable pixel size in its metadata; pass it with {option} "
+            f"(um/px, e.g. {option} 0.25 for a 40x scan)"
+        ) from None
+
+
 def check_transfer_settings(cfg: Any) -> None:
     """Check the registration settings a ``curate`` config carries (``method``, ``channel``,
     ``patch_um``, ``margin_um``, ``max_scale_change``); one clear error for the first bad one."""
@@ -585,6 +605,7 @@ __all__ = [
     "RegistrationError",
     "Transfer",
     "check_points_in_slide",
+    "open_scan",
     "feature_image",
     "group_points",
     "match_images",

@@ -43,6 +43,7 @@ from .registration import (
     PointTransfer,
     check_points_in_slide,
     check_transfer_settings,
+    open_scan,
     transfer_with,
 )
 from .transfer_out import IGNORE, OutLabel, check_out_dir, write_transfer_outputs
@@ -186,13 +187,15 @@ def curate_rescan(
     mitotic figures the ensemble no longer recognises ``"ignore"``; write to ``out`` (``None``:
     write nothing). ``classifiers``: already loaded ensemble members (else ``config.models``)."""
     from ..io.annotations import read_annotations
-    from ..slide.reader import open_slide
 
     cfg = config or RescanConfig()
     cfg.check()
     if out is not None:
         check_out_dir(out)
-    with open_slide(source, mpp=mpp) as src, open_slide(target, mpp=target_mpp) as tgt:
+    with (
+        open_scan(source, mpp, "--mpp") as src,
+        open_scan(target, target_mpp, "--target-mpp") as tgt,
+    ):
         if Path(source).resolve() == Path(target).resolve():
             raise InvalidInputError("the source and the re-scan are the same file")
         ann = labels_for_slide(read_annotations(labels), src.info.path.name, labels)
