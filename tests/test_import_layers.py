@@ -29,29 +29,10 @@ def test_import_layers_contract_is_kept() -> None:
 SRC = ROOT / "src"
 
 # Private names (and private modules) still imported across modules, each to be made public
-# where it lives. Keys: (importing module, dotted path of the private name). Only these
-# directories are listed: others edit them at the same time, so their fixes land there; the
-# test fails on any other private import and on an entry here that no longer occurs, so the
-# list only shrinks.
-ALLOWED_PRIVATE_IMPORTS = frozenset(
-    {
-        # cohort/ -> detect/ (the fix needs an edit of cohort/executors.py)
-        ("mitoscope.cohort.executors", "mitoscope.detect.parallel._process_state"),
-        # detector/ -> classify/
-        ("mitoscope.detector.model", "mitoscope.classify.networks._load_backbone_weights"),
-        # train/ -> train/
-        ("mitoscope.train.atypical", "mitoscope.train.samples._resample"),
-        ("mitoscope.train.detector", "mitoscope.train.samples._read_amibr_labels"),
-        ("mitoscope.train.detector", "mitoscope.train.samples._read_neighbours"),
-        ("mitoscope.train.detector", "mitoscope.train.samples._resample"),
-        ("mitoscope.train.detector", "mitoscope.train.sources._open"),
-        ("mitoscope.train.detector", "mitoscope.train.sources._stem"),
-        ("mitoscope.train.sources", "mitoscope.train.samples._ARRAYS"),
-        # stain/ -> stain/ (outside the directories of the issue-17 clean-up so far)
-        ("mitoscope.stain.augment", "mitoscope.stain.hed._OD_LUT"),
-        ("mitoscope.stain.normalize", "mitoscope.stain.hed._check_rgb"),
-    }
-)
+# where it lives. Keys: (importing module, dotted path of the private name). Empty: every name
+# shared across modules is public (issue 17). The test fails on any private import not listed
+# here and on an entry that no longer occurs, so the list only shrinks.
+ALLOWED_PRIVATE_IMPORTS: frozenset[tuple[str, str]] = frozenset()
 
 
 def _is_private(part: str) -> bool:

@@ -140,7 +140,9 @@ def _load_state(path: str | Path) -> dict:
     return state
 
 
-def _load_backbone_weights(module: nn.Module, path: str | Path, *, skip: Sequence[str]) -> None:
+def load_backbone_weights(module: nn.Module, path: str | Path, *, skip: Sequence[str]) -> None:
+    """Load weights file ``path`` into ``module`` except tensors whose names start with a
+    ``skip`` prefix; :class:`ModelLoadError` on a shape mismatch or a missing tensor."""
     state = _load_state(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not any(k.startswith(s) for s in skip)}
@@ -199,7 +201,7 @@ def omgnet_resnet18(
         )
     net = resnet18(weights=None)
     if weights_path is not None:
-        _load_backbone_weights(net, weights_path, skip=("fc.",))
+        load_backbone_weights(net, weights_path, skip=("fc.",))
     body = _ResNetBody(net)
     return MitosisNet(
         stem=net.conv1,
@@ -366,7 +368,7 @@ def effnet_lite0(
     if weights_path is None and pretrained:
         weights_path = lite0_checkpoint_path()
     if weights_path is not None:
-        _load_backbone_weights(net, weights_path, skip=("_fc.",))
+        load_backbone_weights(net, weights_path, skip=("_fc.",))
     body = _EffNetBody(net)
     return MitosisNet(
         stem=net._conv_stem,

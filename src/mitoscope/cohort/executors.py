@@ -241,9 +241,9 @@ def _boot_id() -> str:
 
 def driver_identity() -> tuple[str, int, str] | None:
     """(boot id, pid, start time) of this process; ``None`` without ``/proc``."""
-    from ..detect.parallel import _process_state
+    from ..detect.parallel import process_start_time
 
-    start = _process_state(os.getpid())
+    start = process_start_time(os.getpid())
     boot = _boot_id()
     return (boot, os.getpid(), start) if boot and start not in (None, "?") else None
 
@@ -259,17 +259,17 @@ def watch_driver(driver: tuple | None, interval_s: float = 0.5, grace_s: float =
     """
     if not driver or _WATCH.get("driver") == tuple(driver):
         return
-    from ..detect.parallel import _process_state
+    from ..detect.parallel import process_start_time
 
     boot, pid, start = driver
-    if _boot_id() != boot or _process_state(int(pid)) != start:
+    if _boot_id() != boot or process_start_time(int(pid)) != start:
         return
     _WATCH["driver"] = tuple(driver)
 
     def watch() -> None:
         import signal
 
-        while _process_state(int(pid)) == start:
+        while process_start_time(int(pid)) == start:
             time.sleep(interval_s)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(grace_s)

@@ -84,7 +84,7 @@ def pool_context() -> Any:
     return mp.get_context("spawn" if os.name == "nt" else "forkserver")
 
 
-def _process_state(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """``"<start time>"`` of a live process, ``None`` when it is gone (or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
@@ -116,12 +116,12 @@ def watch_parent(main_pid: int, interval_s: float = 0.5) -> None:
 
     with contextlib.suppress(ValueError, OSError):  # not in the main thread, or no signals
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    identity = _process_state(main_pid)
+    identity = process_start_time(main_pid)
 
     def watch() -> None:
         while True:
             time.sleep(interval_s)
-            if _process_state(main_pid) != identity:
+            if process_start_time(main_pid) != identity:
                 os._exit(1)
 
     if identity is None:
@@ -227,6 +227,7 @@ __all__ = [
     "main_threads",
     "ordered_map",
     "pool_context",
+    "process_start_time",
     "resolve_workers",
     "sigint_deferred",
     "usable_cores",

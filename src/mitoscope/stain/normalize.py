@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .hed import _check_rgb, od_to_rgb, rgb_to_od
+from .hed import as_uint8_rgb, od_to_rgb, rgb_to_od
 
 #: Optical density below which a pixel counts as background (Macenko's beta).
 OD_BACKGROUND = 0.15
@@ -64,7 +64,7 @@ class ReinhardNormalizer:
     def _stats(rgb: np.ndarray, *, what: str) -> tuple[np.ndarray, np.ndarray]:
         from skimage.color import rgb2lab
 
-        rgb = _check_rgb(rgb)
+        rgb = as_uint8_rgb(rgb)
         _tissue_pixels(rgb, what=what)
         lab = rgb2lab(rgb).reshape(-1, 3)
         mask = np.all(rgb_to_od(rgb).reshape(-1, 3) > OD_BACKGROUND, axis=1)
@@ -80,7 +80,7 @@ class ReinhardNormalizer:
 
         if self.target_mean is None:
             raise InvalidInputError("call fit(target) before transform()")
-        image = _check_rgb(image)
+        image = as_uint8_rgb(image)
         mean, std = self._stats(image, what="the image")
         lab = rgb2lab(image)
         out = (lab - mean) / std * self.target_std + self.target_mean
@@ -93,7 +93,7 @@ class ReinhardNormalizer:
 
 def macenko_stains(rgb: np.ndarray, *, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Stain matrix (2, 3; rows H then E, unit OD vectors) and 99th-percentile concentrations."""
-    od = _tissue_pixels(_check_rgb(rgb), what="the image")
+    od = _tissue_pixels(as_uint8_rgb(rgb), what="the image")
     _, vecs = np.linalg.eigh(np.cov(od, rowvar=False))
     plane = vecs[:, [1, 2]]  # two largest eigenvalues
     proj = od @ plane
@@ -126,7 +126,7 @@ class MacenkoNormalizer:
     def transform(self, image: np.ndarray) -> np.ndarray:
         if self.target_stains is None or self.target_max is None:
             raise InvalidInputError("call fit(target) before transform()")
-        image = _check_rgb(image)
+        image = as_uint8_rgb(image)
         stains, max_c = macenko_stains(image, alpha=self.alpha)
         od = rgb_to_od(image).reshape(-1, 3)
         conc = np.linalg.lstsq(stains.T, od.T, rcond=None)[0]
@@ -187,7 +187,7 @@ class LearnedNormalizer:
         sources = [target] if not sources else sources
         xs, ys = [], []
         for src in sources:
-            src = _check_rgb(src)
+            src = as_uint8_rgb(src)
             xs.append(src.reshape(-1, 3))
             ys.append(teacher.transform(src).reshape(-1, 3))
         x = torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0)
@@ -214,7 +214,7 @@ class LearnedNormalizer:
 
         if self._net is None:
             raise InvalidInputError("call fit(target, sources) before transform()")
-        image = _check_rgb(image)
+        image = as_uint8_rgb(image)
         with torch.no_grad():
             x = torch.from_numpy(image.reshape(-1, 3).astype(np.float32) / 255.0)
             out = self._net(x.to(self.device)).cpu().numpy().reshape(image.shape)

@@ -233,7 +233,7 @@ def load_amibr_crops(
     from tqdm.auto import tqdm
 
     from ..classify.patches import extract_patches
-    from .samples import _resample, amibr_scanner
+    from .samples import amibr_scanner, resample_rgb
 
     root = Path(root)
     if not (root / "labels.csv").is_file():
@@ -263,7 +263,7 @@ def load_amibr_crops(
                 img = np.asarray(im.convert("RGB"))
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"cannot read training crop {path}: {exc}") from None
-        img = _resample(img, crop_mpp / float(mpp))
+        img = resample_rgb(img, crop_mpp / float(mpp))
         h, w = img.shape[:2]
         n_padded += int(min(h, w) < size_px)
         patch, _ = extract_patches(img, np.array([w / 2.0]), np.array([h / 2.0]), int(size_px))

@@ -143,13 +143,13 @@ def _amibr_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[Scen
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .samples import _read_amibr_labels, _read_neighbours, _resample, amibr_scanner
+    from .samples import amibr_crop_neighbours, amibr_label_table, amibr_scanner, resample_rgb
 
     root = Path(spec["path"])  # checked by build_scenes
     guess = root.parent / "annotations" / "amibr_train_crop_neighbours.csv"
     neigh_path = spec.get("neighbours") or (guess if guess.is_file() else None)
-    neigh = _read_neighbours(Path(neigh_path) if neigh_path else None)
-    df = _read_amibr_labels(root)
+    neigh = amibr_crop_neighbours(Path(neigh_path) if neigh_path else None)
+    df = amibr_label_table(root)
     if spec.get("limit"):
         df = df.iloc[: int(spec["limit"])]
     out = []
@@ -162,7 +162,7 @@ def _amibr_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[Scen
             raise InvalidInputError(f"cannot read training crop {path}: {exc}") from None
         h0, w0 = img.shape[:2]
         scale = crop_mpp / mpp
-        img = _resample(img, scale)
+        img = resample_rgb(img, scale)
         c = 64.0 * scale  # the crop centre, as the classifier's samples place it
         pts = [(c, c)]
         for cls, dx, dy, _ in neigh.get(Path(str(row.file)).name, []):
@@ -181,7 +181,7 @@ def _tissue_scenes(
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .samples import _resample
+    from .samples import resample_rgb
     from .sources import tissue_images
 
     out = []
@@ -192,7 +192,7 @@ def _tissue_scenes(
             img = np.asarray(Image.open(path).convert("RGB"))
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"{spec['name']}: cannot read {path.name}: {exc}") from None
-        img = _resample(img, img_mpp / mpp)
+        img = resample_rgb(img, img_mpp / mpp)
         out.append(Scene(img, np.zeros((0, 2)), slide, group, spec["name"]))
     return out
 
@@ -206,10 +206,10 @@ def _labelled_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[S
         MAX_OBJECT_UM,
         MAX_WHOLE_PX,
         WINDOW_UM,
-        _open,
-        _stem,
         check_label_positions,
         check_source_images,
+        image_stem,
+        open_source_image,
         plan_windows,
         source_labels,
     )
@@ -220,7 +220,7 @@ def _labelled_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[S
     out = []
     for name in tqdm(sorted(lab.files), desc=lab.name, disable=not progress):
         ann = lab.ann.for_image(name)
-        with _open(lab.files[name], lab.mpp, lab.name) as reader:
+        with open_source_image(lab.files[name], lab.mpp, lab.name) as reader:
             info = reader.info
             img_mpp = float(info.mpp)
             check_label_positions(
@@ -251,7 +251,7 @@ def _labelled_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[S
                 v = (y[inside] - r.y + 0.5) / sy - 0.5
                 out.append(
                     Scene(img, np.stack([u, v], axis=1).reshape(-1, 2),
-                          f"{lab.name}/{_stem(name)}", lab.groups[name], lab.name)
+                          f"{lab.name}/{image_stem(name)}", lab.groups[name], lab.name)
                 )  # fmt: skip
     return out
 

@@ -74,12 +74,13 @@ class SampleSet:
     def subset(self, idx: np.ndarray) -> SampleSet:
         idx = np.asarray(idx)
         return SampleSet(
-            **{k: getattr(self, k)[idx] for k in _ARRAYS},
+            **{k: getattr(self, k)[idx] for k in SAMPLE_ARRAYS},
             meta=dict(self.meta),
         )
 
 
-_ARRAYS = (
+#: the per-sample array fields of :class:`SampleSet` (saved in, and loaded from, the cache)
+SAMPLE_ARRAYS = (
     "patches",
     "masks",
     "is_mf",
@@ -141,7 +142,8 @@ def amibr_scanner(dataset: str, slide: str) -> tuple[str, float]:
     return "tupac16", 0.25
 
 
-def _read_amibr_labels(root: Path) -> Any:
+def amibr_label_table(root: Path) -> Any:
+    """The ``labels.csv`` table of the AMi-Br training folder ``root`` (a pandas DataFrame)."""
     import pandas as pd
 
     path = root / "labels.csv"
@@ -150,7 +152,9 @@ def _read_amibr_labels(root: Path) -> Any:
     return pd.read_csv(path)
 
 
-def _read_neighbours(path: Path | None) -> dict[str, list[tuple[str, float, float, str]]]:
+def amibr_crop_neighbours(path: Path | None) -> dict[str, list[tuple[str, float, float, str]]]:
+    """Crop file -> ``(class, dx_px, dy_px, "dataset:uid")`` of its neighbours in the AMi-Br
+    neighbours CSV ``path`` (empty without the file)."""
     import pandas as pd
 
     out: dict[str, list[tuple[str, float, float, str]]] = {}
@@ -241,17 +245,17 @@ def build_amibr_samples(
         if cache_path.is_file():
             return load_samples(cache_path)
 
-    df = _read_amibr_labels(root)
+    df = amibr_label_table(root)
     if limit:
         df = df.iloc[: int(limit)]
-    neigh = _read_neighbours(Path(neighbours_csv) if neighbours_csv else None)
+    neigh = amibr_crop_neighbours(Path(neighbours_csv) if neighbours_csv else None)
     centre_ids = {f"{d}:{u}" for d, u in zip(df["dataset"], df["uid"], strict=True)}
     subtypes = sorted({str(s) for s in df["expert1_label"].dropna()})
     sub_index = {s: i for i, s in enumerate(subtypes)}
     prop = get_proposer(proposer)
     disc = disc_mask(size_px, 3.0 / mpp)
 
-    cols: dict[str, list[Any]] = {k: [] for k in _ARRAYS if k != "source"}
+    cols: dict[str, list[Any]] = {k: [] for k in SAMPLE_ARRAYS if k != "source"}
     n_fallback = 0
     n_centre_matched = 0
     for ci, row in enumerate(
@@ -264,7 +268,7 @@ def build_amibr_samples(
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"cannot read training crop {path}: {exc}") from None
         scale = crop_mpp / mpp
-        img = _resample(img, scale)
+        img = resample_rgb(img, scale)
         cy, cx = 64.0 * scale, 64.0 * scale
         votes = [bool(getattr(row, f"expert{i}_atypical")) for i in (1, 2, 3)]
         lab = 1 if str(row.label).lower().startswith("atyp") else 0
@@ -442,7 +446,9 @@ def save_samples(samples: SampleSet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
     np.savez(
-        tmp, meta=np.array(json.dumps(samples.meta)), **{k: getattr(samples, k) for k in _ARRAYS}
+        tmp,
+        meta=np.array(json.dumps(samples.meta)),
+        **{k: getattr(samples, k) for k in SAMPLE_ARRAYS},
     )
     os.replace(tmp, path)
     return path
@@ -455,7 +461,7 @@ def load_samples(path: str | Path) -> SampleSet:
     with np.load(path, allow_pickle=False) as z:
         # files written before the ``source`` column get the default (one unnamed source)
         return SampleSet(
-            **{k: z[k] for k in _ARRAYS if k in z.files}, meta=json.loads(str(z["meta"]))
+            **{k: z[k] for k in SAMPLE_ARRAYS if k in z.files}, meta=json.loads(str(z["meta"]))
         )
 
 
@@ -468,7 +474,7 @@ def _nearest_distance(points: np.ndarray, to: np.ndarray) -> np.ndarray:
     )
 
 
-def _resample(img: np.ndarray, scale: float) -> np.ndarray:
+def resample_rgb(img: np.ndarray, scale: float) -> np.ndarray:
     """Resample an RGB image by ``scale`` (bilinear), as the AMi-Br crops are."""
     from skimage.transform import rescale
 
@@ -504,7 +510,7 @@ def negative_image_samples(
     from ..classify.patches import extract_patches
 
     prop = get_proposer(proposer)
-    cols: dict[str, list[Any]] = {k: [] for k in _ARRAYS}
+    cols: dict[str, list[Any]] = {k: [] for k in SAMPLE_ARRAYS}
     n_px = 0.0
     for ci, (path, img_mpp, group, slide) in enumerate(
         tqdm(images, desc="negative images", disable=not progress)
@@ -516,7 +522,7 @@ def negative_image_samples(
             raise InvalidInputError(f"cannot read negative image {path}: {exc}") from None
         if not img_mpp or not 0.05 <= float(img_mpp) <= 10:
             raise InvalidInputError(f"{path}: pixel size {img_mpp!r} um/px is not plausible")
-        img = _resample(img, float(img_mpp) / mpp)
+        img = resample_rgb(img, float(img_mpp) / mpp)
         n_px += img.shape[0] * img.shape[1]
         cands = prop.propose(img, mpp=mpp)
         if not len(cands):
@@ -636,7 +642,7 @@ def concat_samples(*sets: SampleSet) -> SampleSet:
     for s in sets:
         crops.append(s.crop + offset)
         offset += int(s.crop.max()) + 1 if len(s.crop) else 0
-    for k in _ARRAYS:
+    for k in SAMPLE_ARRAYS:
         cols[k] = (
             np.concatenate([getattr(s, k) for s in sets]) if k != "crop" else np.concatenate(crops)
         )

@@ -370,11 +370,12 @@ def _index_folder(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
             by_name[p.name] = p
-            by_stem.setdefault(_stem(p.name), []).append(p)
+            by_stem.setdefault(image_stem(p.name), []).append(p)
     return by_name, by_stem
 
 
-def _stem(name: str) -> str:
+def image_stem(name: str) -> str:
+    """The file name of ``name`` without folder and extension (``.ome.tif(f)`` as one)."""
     n = Path(str(name)).name
     low = n.lower()
     for suffix in (".ome.tiff", ".ome.tif"):
@@ -393,7 +394,7 @@ def resolve_images(names: list[str], folder: Path, source: str) -> dict[str, Pat
         base = Path(str(n)).name
         hit = by_name.get(base)
         if hit is None:
-            cands = [p for p in by_stem.get(_stem(base), []) if _is_image(p)]
+            cands = [p for p in by_stem.get(image_stem(base), []) if _is_image(p)]
             hit = cands[0] if cands else None
         if hit is None:
             missing.append(str(n))
@@ -464,7 +465,9 @@ class LabelledImages:
         }
 
 
-def _open(path: Path, mpp: float | None, source: str) -> Any:
+def open_source_image(path: Path, mpp: float | None, source: str) -> Any:
+    """Open image ``path`` of ``source`` (``mpp`` ``None``: from its metadata); a missing pixel
+    size or an unreadable file is an :class:`InvalidInputError` naming the source."""
     from ..errors import MissingMetadataError, SlideOpenError
     from ..slide import open_slide
 
@@ -531,7 +534,7 @@ def probe_image(path: Path, mpp: float | None, source: str) -> tuple[int, int, f
         if dpi and dpi[0] and float(dpi[0]) > 1.5 and 25400.0 / float(dpi[0]) < 20:
             found = 25400.0 / float(dpi[0])
         if found is None:
-            _open(path, None, source)  # raises the missing-pixel-size error
+            open_source_image(path, None, source)  # raises the missing-pixel-size error
         return int(w), int(h), float(found)
     if path.suffix.lower() in PLAIN_SUFFIXES:
         from PIL import Image
@@ -542,7 +545,7 @@ def probe_image(path: Path, mpp: float | None, source: str) -> tuple[int, int, f
         except (OSError, ValueError, SyntaxError) as exc:
             raise InvalidInputError(f"{source}: cannot read {path.name}: {exc}") from None
         return int(w), int(h), float(mpp)
-    with _open(path, mpp, source) as reader:
+    with open_source_image(path, mpp, source) as reader:
         return reader.info.width, reader.info.height, float(reader.info.mpp)
 
 
@@ -568,17 +571,17 @@ def labelled_source_samples(
     from ..candidates import get_proposer
     from ..classify.patches import disc_mask
     from ..types import Region
-    from .samples import _ARRAYS, LabelPoint, labelled_image_samples
+    from .samples import SAMPLE_ARRAYS, LabelPoint, labelled_image_samples
 
     prop = get_proposer(opts.proposer)
     disc = disc_mask(opts.size_px, 3.0 / opts.mpp)
-    cols: dict[str, list[Any]] = {k: [] for k in _ARRAYS if k != "source"}
+    cols: dict[str, list[Any]] = {k: [] for k in SAMPLE_ARRAYS if k != "source"}
     n_fallback = n_windows = n_skipped = 0
     area_px = 0.0
     for name in tqdm(sorted(lab.files), desc=lab.name, disable=not opts.progress):
         path = lab.files[name]
         ann = lab.ann.for_image(name)
-        with _open(path, lab.mpp, lab.name) as reader:
+        with open_source_image(path, lab.mpp, lab.name) as reader:
             info = reader.info
             img_mpp = float(info.mpp)
             check_label_positions(
@@ -603,7 +606,7 @@ def labelled_source_samples(
                 windows = plan_windows(x, y, info.width, info.height, window_um / img_mpp)
                 ctx = CONTEXT_UM / img_mpp
             done: list[tuple[float, float, float, float]] = []
-            slide = f"{lab.name}/{_stem(name)}"
+            slide = f"{lab.name}/{image_stem(name)}"
             group = lab.groups[name]
             for core, idx in windows:
                 x0, y0, x1, y1 = core
@@ -1035,7 +1038,7 @@ def tissue_images(spec: dict[str, Any]) -> list[tuple[Path, float, str, str]]:
                 f"{MAX_WHOLE_PX} px a side (export regions of whole slides)"
             )
         if mpp is None:
-            with _open(path, None, name) as reader:
+            with open_source_image(path, None, name) as reader:
                 mpp = reader.info.mpp
         slide = tissue_slide_name(organ, path.name)
         if name != "tissue":
