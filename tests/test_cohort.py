@@ -75,14 +75,25 @@ def ray_local():
     """One local Ray instance for the module (2 CPUs, no dashboard); workers can import the
     fake classifier from this test module."""
     ray = pytest.importorskip("ray")
+    from mitoscope.cohort import reaper
+    from mitoscope.cohort.executors import _failed_start
+
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}},
-    )
+    for attempt in range(3):  # Ray's node start-up limit (30 s) can pass on a loaded machine
+        before = reaper.children(os.getpid()) if reaper.available() else None
+        try:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                configure_logging=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}},
+            )
+            break
+        except Exception:
+            _failed_start(ray, before)  # as mitoscope does: no Ray process left behind
+            if attempt == 2:
+                raise
     yield ray
     ray.shutdown()
 
