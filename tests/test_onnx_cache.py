@@ -45,16 +45,14 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def exports(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the classifier's ONNX exports."""
-    from mitoscope.classify import classifier as clf_mod
-
     calls: list[int] = []
-    real = clf_mod.export_onnx
+    real = backends.export_onnx
 
     def counting(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(clf_mod, "export_onnx", counting)
+    monkeypatch.setattr(backends, "export_onnx", counting)  # member_graphs exports there
     return calls
 
 
