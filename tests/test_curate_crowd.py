@@ -115,6 +115,12 @@ def test_event_tile_sampler():
     assert s.targets("a", 100, 0) == pytest.approx(0.5)  # half of event 0's box
     with pytest.raises(Exception, match="size"):
         EventTileSampler(["c"], [1.0], [1.0], {"a": (10, 10)})
+    # the class lives in mitoscope.train (train-detector's sampling = "event_tile" draws with it)
+    from mitoscope.train.event_tiles import EventTileSampler as in_train
+
+    assert EventTileSampler is in_train
+    i, img, x0, y0 = s.draw(np.random.default_rng(1))  # one draw with the caller's generator
+    assert (x0, y0) in s.tiles_of(i) and img == ["a", "a", "b"][i]
 
 
 @pytest.mark.parametrize(

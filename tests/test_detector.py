@@ -105,6 +105,81 @@ def test_training_tiles_keep_points_on_their_pixels() -> None:
     assert t["boxes"].tolist() == [[0.0, 35.0, 31.0, 86.0]] and t["labels"].tolist() == [0]
 
 
+def test_event_tile_grid_in_um_follows_the_pixel_size() -> None:
+    from mitoscope.train.detector import DetectorTrainConfig
+
+    cfg = DetectorTrainConfig(sampling="event_tile")  # Ji's 250 px / 125 px at 40x
+    assert (cfg.event_tile_um, cfg.event_stride_um) == (62.5, 31.25)
+    assert cfg.validate().event_grid_px() == (250, 125)
+    assert DetectorTrainConfig(sampling="event_tile", input_mpp=0.5).event_grid_px() == (125, 62)
+    assert DetectorTrainConfig().sampling == "random"  # the default is unchanged
+
+
+def _event_scenes():
+    """Figures marked in their pixels: two on a 600 px scene (one in the middle, in several grid
+    tiles; one in a corner, in one), one on a scene smaller than a tile, a tissue scene."""
+    from mitoscope.train.detector import Scene
+
+    big = np.zeros((600, 600, 3), np.uint8)
+    small = np.zeros((120, 200, 3), np.uint8)
+    pts_big, pts_small = np.array([[300.0, 290.0], [30.0, 570.0]]), np.array([[60.0, 100.0]])
+    for img, pts in ((big, pts_big), (small, pts_small)):
+        for x, y in pts.astype(int):
+            img[y, x] = (0, 200, 0)
+    tissue = np.full((400, 400, 3), 90, np.uint8)
+    return [Scene(big, pts_big, "s/1", "g", "s", agreement=np.array([1.0, 0.5])),
+            Scene(small, pts_small, "s/2", "g", "s"),
+            Scene(tissue, np.zeros((0, 2)), "tissue/t", "t", "tissue")]  # fmt: skip
+
+
+def test_event_tile_sampling_tiles_contain_their_figure_and_draw_figures_uniformly() -> None:
+    """Ji et al.: a figure is drawn first (uniformly, however many grid tiles contain it), then
+    one of the grid tiles that contain its box; the tile keeps every figure on its pixels."""
+    from mitoscope.train.detector import TileDataset, event_sampler
+
+    scenes = _event_scenes()
+    ev = event_sampler(scenes, {"s": 1.0, "tissue": 1.0}, tile_px=250, stride_px=125, box_px=50)
+    events = [(0, 300.0, 290.0), (0, 30.0, 570.0), (1, 60.0, 100.0)]  # (scene, x, y)
+    n_tiles = [len(ev.tiles_of(k)) for k in range(3)]
+    assert n_tiles == [4, 1, 1]  # the middle figure lies in 4 tiles of the 250 / 125 px grid
+    draws = [ev.draw(np.random.default_rng([9, k])) for k in range(3000)]
+    counts = np.bincount([d[0] for d in draws], minlength=3)
+    assert (np.abs(counts / 3000 - 1 / 3) < 0.035).all(), counts  # not 4:1:1 as tiles would be
+    assert {(x0, y0) for k, _, x0, y0 in draws if k == 0} == set(ev.tiles_of(0))
+    for k, key, x0, y0 in draws:
+        j, x, y = events[k]
+        h, w = scenes[j].image.shape[:2]
+        assert key == str(j)  # tissue (no figure) is never drawn
+        assert x0 <= x - 25 < x + 25 <= x0 + 250 or w < 250
+        assert y0 <= y - 25 < y + 25 <= y0 + 250 or h < 250
+    ds = TileDataset(scenes, np.ones(3), tile_px=250, box_px=50, n=200, positive_fraction=0.0,
+                     stain_sigma=0.0, seed=4, events=ev)  # fmt: skip
+    for i in range(200):
+        k, *_ = ev.draw(np.random.default_rng([4, 0, i]))  # the dataset's draw for item i
+        tile, p = ds.tile_at(i)
+        assert tile.shape == (250, 250, 3) and len(p) >= 1  # positive_fraction 0: still a figure
+        marked = np.argwhere((tile[..., 1] == 200) & (tile[..., 0] == 0))[:, ::-1]
+        assert sorted(map(tuple, marked)) == sorted(map(tuple, np.round(p).astype(int)))
+        if k == 2:  # the small scene: on a white canvas, its figure with it
+            assert (tile == 255).all(axis=2).any() and len(p) == 1
+    # agreement weights: within a source in proportion to the agreement (1 : 0.5 : 1)
+    ev_a = event_sampler(scenes, {"s": 1.0}, tile_px=250, stride_px=125, box_px=50,
+                         weights="agreement")  # fmt: skip
+    assert np.allclose(ev_a.p, [0.4, 0.2, 0.4]) and np.allclose(ev.p, 1 / 3)
+    # each source keeps its weight: a second source with weight 3 gets 3/4 of the draws
+    from mitoscope.train.detector import Scene
+
+    other = Scene(scenes[1].image, scenes[1].points, "o/1", "g", "o")
+    ev_w = event_sampler([*scenes, other], {"s": 1.0, "o": 3.0}, tile_px=250, stride_px=125,
+                         box_px=50)  # fmt: skip
+    assert np.allclose(ev_w.p, [1 / 12, 1 / 12, 1 / 12, 3 / 4])
+    with pytest.raises(InvalidInputError, match="no mitotic figures"):
+        event_sampler(scenes[2:], {"tissue": 1.0}, tile_px=250, stride_px=125, box_px=50)
+    with pytest.raises(InvalidInputError, match="event sampler's tile"):
+        TileDataset(scenes, np.ones(3), tile_px=128, box_px=50, n=1, positive_fraction=0.0,
+                    stain_sigma=0.0, seed=0, events=ev)  # fmt: skip
+
+
 # -- training from real labelled sources ------------------------------------------------------
 @pytest.fixture(scope="module")
 def regions(tmp_path_factory) -> dict:
@@ -162,6 +237,48 @@ def test_train_detector_fast_dev_run_cli_and_checkpoint(regions, tmp_path: Path,
 
     md = render_detector_card(card, path=str(out))
     assert "maximum F1 on the validation slides" in md and "CC BY-NC-SA" in md
+
+
+def test_scenes_carry_the_raters_agreement(regions, tmp_path: Path) -> None:
+    """MIDOG++ votes reach the scenes (for ``event_weights = "agreement"``): a figure with a
+    dissenting second vote has agreement 0.5, the others 1."""
+    from mitoscope.train.detector import build_scenes
+
+    data = json.loads(regions["json"].read_text())
+    first = data["annotations"][0]
+    assert first["category_id"] == 1 and first["image_id"] == 1
+    first["labels"] = [1, 2]
+    path = tmp_path / "votes.json"
+    path.write_text(json.dumps(data))
+    s = build_scenes([{"type": "midogpp", "path": str(path), "images": str(regions["dir"]),
+                       "mpp": 0.25}], mpp=0.25, progress=False)  # fmt: skip
+    a = s.scenes[0].agreement
+    assert len(a) == len(s.scenes[0].points) and a[0] == 0.5 and (a[1:] == 1).all()
+    assert all((x.agreement == 1).all() for x in s.scenes[1:])
+
+
+def test_train_detector_event_tile_sampling_fast_dev_run(regions, tmp_path: Path, capsys) -> None:
+    """``--sampling event_tile`` (Ji et al.) with the grid in um from a config, on the real
+    crops: trains, and the model card records the sampling."""
+    from mitoscope.detector.detector import load_detector
+
+    cfg = tmp_path / "d.toml"
+    cfg.write_text('[detector]\nevent_tile_um = 40.0\nevent_stride_um = 20.0\n'
+                   'event_weights = "agreement"\n')  # fmt: skip
+    out = tmp_path / "det.pt"
+    rc = main([
+        "train-detector", "--config", str(cfg), "--sampling", "event_tile", "--backbone", "tiny",
+        "--fast-dev-run", "--batch-size", "2", "--threads", "1", "--out", str(out),
+        "--source", f"midogpp:{regions['json']},images={regions['dir']},mpp=0.25",
+        "--source", f"tissue:{shared_file('tissue')},limit=2",
+    ])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["out"] == str(out) and res["n_val_mf"] > 0
+    conf = load_detector(out, device="cpu").card["config"]
+    assert (conf["sampling"], conf["event_tile_um"], conf["event_stride_um"]) == (
+        "event_tile", 40.0, 20.0)  # fmt: skip
+    assert conf["event_weights"] == "agreement"
 
 
 def test_train_detector_from_amibr_crops(tmp_path: Path) -> None:

@@ -65,6 +65,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     f["typed_toml"].write_text('[detector]\nepochs = "many"\n')
     f["unknown_toml"] = d / "unknown.toml"
     f["unknown_toml"].write_text("[detector]\nepoch = 2\n")
+    for name, body in {
+        "evt_small": 'sampling = "event_tile"\nevent_tile_um = 10.0\n',  # box_um is 12.5
+        "evt_stride": 'sampling = "event_tile"\nevent_stride_um = 70.0\n',  # tile 62.5 um
+        "evt_px": 'sampling = "event_tile"\nevent_tile_um = 1100.0\n',  # 4400 px at 0.25
+        "evt_weights": 'event_weights = "agreement"\n',  # sampling stays "random"
+        "evt_weights_unknown": 'sampling = "event_tile"\nevent_weights = "votes"\n',
+    }.items():
+        f[name] = d / f"{name}.toml"
+        f[name].write_text("[detector]\n" + body)
     f["folder_out"] = d / "a_folder.pt"
     f["folder_out"].mkdir()
     return f
@@ -120,6 +129,37 @@ CASES = [
     ("threads-zero", ["--source", _csv("labels"), "--threads", "0"], "threads"),
     ("backbone", ["--source", _csv("labels"), "--backbone", "resnet9000"], "unknown backbone"),
     ("weights-missing", ["--source", _csv("labels"), "--weights", "{empty}/w.pt"], "weights"),
+    # Ji et al.'s event-tile sampling (sampling = "event_tile")
+    (
+        "sampling-unknown",
+        ["--source", _csv("labels"), "--sampling", "tiles"],
+        "unknown sampling 'tiles'; choose one of random, event_tile",
+    ),
+    (
+        "event-tile-smaller-than-box",
+        ["--source", _csv("labels"), "--config", "{evt_small}"],
+        "event_tile_um must be larger than a figure's box",
+    ),
+    (
+        "event-stride-over-tile",
+        ["--source", _csv("labels"), "--config", "{evt_stride}"],
+        "event_stride_um must be in (0, event_tile_um = 62.5] um",
+    ),
+    (
+        "event-tile-too-many-px",
+        ["--source", _csv("labels"), "--config", "{evt_px}"],
+        "is 4400 px at input_mpp = 0.25 um/px",
+    ),
+    (
+        "event-weights-need-event-tile",
+        ["--source", _csv("labels"), "--config", "{evt_weights}"],
+        'event_weights = "agreement" needs sampling = "event_tile"',
+    ),
+    (
+        "event-weights-unknown",
+        ["--source", _csv("labels"), "--config", "{evt_weights_unknown}"],
+        "unknown event_weights 'votes'",
+    ),
     ("config-missing", ["--config", "{empty}/c.toml"], "c.toml"),
     ("config-bad-toml", ["--config", "{bad_toml}"], "bad.toml"),
     ("config-wrong-type", ["--config", "{typed_toml}"], "epochs"),
@@ -187,7 +227,8 @@ def test_unknown_source_fails_at_once_without_torch(data: dict[str, Path], tmp_p
         "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}))\n"
     )
     for args in (["--source", "magic:dir"], ["--source", _csv("missing_image")],
-                 ["--source", _csv("labels", "")]):  # fmt: skip
+                 ["--source", _csv("labels", "")],
+                 ["--source", _csv("labels"), "--sampling", "tiles"]):  # fmt: skip
         p = subprocess.run(
             [sys.executable, "-c", "import json\n" + code, *_argv(args, data, tmp_path)],
             capture_output=True,

@@ -33,6 +33,13 @@ def train_detector_cmd(
     tile_px: int = typer.Option(
         None, "--tile-px", help="Training tile side in px at the detector's pixel size."
     ),
+    sampling: str = typer.Option(
+        None,
+        "--sampling",
+        help="random (default: random tiles, positive_fraction around a figure) | event_tile "
+        "(Ji et al.: a figure, then one of the event_tile_um / event_stride_um grid tiles "
+        "containing it).",
+    ),
     out: Path = CHECKPOINT_OUT_OPTION,
     threads: int = THREADS_OPTION,
     fast_dev_run: bool = FAST_DEV_RUN_OPTION,
@@ -62,6 +69,7 @@ def train_detector_cmd(
         "samples_per_epoch": samples_per_epoch,
         "batch_size": batch_size,
         "tile_px": tile_px,
+        "sampling": sampling,
         "out": None if out is None else str(out),
         "threads": threads,
     }

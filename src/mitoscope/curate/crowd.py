@@ -18,14 +18,11 @@ dataset's stored consensus), ``agreement`` = share of votes equal to the consens
 Rules compared with the stored consensus: ``majority``, ``unanimous`` (positive only when every
 rater said so), ``any`` (positive when one rater said so), ``first`` (the first rater alone).
 
-Ji's sampling (:class:`EventTileSampler`): draw a labelled event, then one of the tiles (250 px,
-stride 125 in the paper) that contain it, so every event is drawn equally often wherever it lies
-and moves around the tile; tile regression targets ``s_t = sum_i r_i a_i``.
-
-Over 400 lines: the vote readers of the three formats (about 150 lines), the consensus / agreement
-/ soft-label aggregation and its table, and the event-tile sampler that trains on that table belong
-to one ``curate crowd`` feature. A future split would move :class:`EventTileSampler` (about 100
-lines) next to the training samplers.
+Ji's sampling (:class:`EventTileSampler`, defined in :mod:`mitoscope.train.event_tiles` and
+re-exported here): draw a labelled event, then one of the tiles (250 px, stride 125 in the paper)
+that contain it, so every event is drawn equally often wherever it lies and moves around the tile;
+tile regression targets ``s_t = sum_i r_i a_i``. ``mitoscope train-detector`` trains with it
+(``sampling = "event_tile"``, docs/detector.md).
 """
 
 from __future__ import annotations
@@ -41,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..train.event_tiles import EventTileSampler as EventTileSampler  # re-export
 
 RULES = ("majority", "unanimous", "any", "first")
 #: vote classes that abstain (neither positive nor negative)
@@ -356,100 +354,5 @@ def write_crowd_table(df: Any, path: str | os.PathLike[str]) -> Path:
 
 
 # -- Ji et al.'s sampling --------------------------------------------------------------------
-class EventTileSampler:
-    """Ji et al.'s "sampling strategy": draw an event, then one tile that contains it.
-
-    Tiles form a grid of ``tile_px`` squares with stride ``stride_px`` over each image (the
-    paper: 250 px, stride 125); a tile contains an event when the event's box lies inside it
-    (its centre when the box does not fit). Every event is drawn with equal probability (or
-    ``weights``), however many tiles contain it, and lands at a different place in the tile each
-    time. :meth:`targets` gives the paper's tile regression score ``s_t = sum_i r_i a_i``
-    (``r_i`` the share of event ``i``'s box inside the tile, ``a_i`` its agreement).
-
-    Parameters
-    ----------
-    image : array of str (N,)
-    x_px, y_px : arrays (N,)
-        Event centres (level-0 px of their image).
-    sizes : dict image -> (width, height)
-    tile_px, stride_px : int
-    box_px : float
-        Side of each event's box (Ji: events are 30-60 px at 40x).
-    agreement : array (N,), optional
-        Agreement scores (default 1).
-    weights : array (N,), optional
-        Sampling weight per event (default uniform).
-    """
-
-    def __init__(
-        self,
-        image: Sequence[str],
-        x_px: Sequence[float],
-        y_px: Sequence[float],
-        sizes: dict[str, tuple[int, int]],
-        *,
-        tile_px: int = 250,
-        stride_px: int = 125,
-        box_px: float = 50.0,
-        agreement: Sequence[float] | None = None,
-        weights: Sequence[float] | None = None,
-    ) -> None:
-        self.image = np.asarray([str(v) for v in image], dtype=object)
-        self.x = np.asarray(x_px, dtype=np.float64)
-        self.y = np.asarray(y_px, dtype=np.float64)
-        n = len(self.x)
-        if len(self.image) != n or len(self.y) != n:
-            raise InvalidInputError("EventTileSampler: image, x_px and y_px differ in length")
-        if tile_px <= 0 or stride_px <= 0:
-            raise InvalidInputError("tile_px and stride_px must be positive")
-        self.sizes = {str(k): (int(v[0]), int(v[1])) for k, v in sizes.items()}
-        missing = sorted(set(self.image.tolist()) - set(self.sizes))
-        if missing:
-            raise InvalidInputError(f"no size given for image {missing[0]!r}")
-        self.tile, self.stride, self.half = int(tile_px), int(stride_px), 0.5 * float(box_px)
-        self.agreement = np.ones(n) if agreement is None else np.asarray(agreement, dtype=float)
-        w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-        if len(w) != n or (w < 0).any() or not np.isfinite(w).all() or (n and w.sum() <= 0):
-            raise InvalidInputError("weights must be finite, non-negative and not all zero")
-        self.p = w / w.sum() if n else w
-
-    def _origins(self, size: int) -> np.ndarray:
-        last = max(size - self.tile, 0)
-        o = np.arange(0, last + 1, self.stride)
-        return o if o[-1] == last else np.append(o, last)
-
-    def tiles_of(self, i: int) -> list[tuple[int, int]]:
-        """Top-left corners of the grid tiles containing event ``i``."""
-        w, h = self.sizes[str(self.image[i])]
-        out = []
-        for _axis, c, size in (("x", self.x[i], w), ("y", self.y[i], h)):
-            o = self._origins(size)
-            lo, hi = c - self.half, c + self.half
-            inside = (o <= lo) & (o + self.tile >= hi)
-            if not inside.any():  # a box larger than the tile / at the border: the centre
-                inside = (o <= c) & (o + self.tile > c)
-            out.append(o[inside])
-        return [(int(a), int(b)) for a in out[0] for b in out[1]]
-
-    def sample(self, n: int, *, seed: int = 0) -> list[tuple[int, str, int, int]]:
-        """``n`` draws of ``(event index, image, tile x0, tile y0)``."""
-        rng = np.random.default_rng(seed)
-        if not len(self.x):
-            return []
-        events = rng.choice(len(self.x), size=int(n), p=self.p)
-        out = []
-        for i in events.tolist():
-            tiles = self.tiles_of(i)
-            x0, y0 = tiles[int(rng.integers(len(tiles)))]
-            out.append((i, str(self.image[i]), x0, y0))
-        return out
-
-    def targets(self, image: str, x0: int, y0: int) -> float:
-        """Ji's tile score ``s_t = sum_i r_i a_i`` over the events of ``image``."""
-        sel = self.image == str(image)
-        ex0, ex1 = self.x[sel] - self.half, self.x[sel] + self.half
-        ey0, ey1 = self.y[sel] - self.half, self.y[sel] + self.half
-        ix = np.clip(np.minimum(ex1, x0 + self.tile) - np.maximum(ex0, x0), 0, None)
-        iy = np.clip(np.minimum(ey1, y0 + self.tile) - np.maximum(ey0, y0), 0, None)
-        r = ix * iy / max((2 * self.half) ** 2, 1e-9)
-        return float((r * self.agreement[sel]).sum())
+# EventTileSampler lives in mitoscope.train.event_tiles (train-detector's sampling = "event_tile"
+# uses it; train may not import curate) and is re-exported here.

@@ -14,8 +14,10 @@ images at the detector's pixel size with the mitotic figures they contain.
 - ``tissue``: images without figures (every box is a false positive).
 
 Boxes are MIDOG's: a square of ``box_um`` (12.5 um = 50 px at 0.25 um/px) around each point.
-Training tiles are drawn at random (``positive_fraction`` of them around a random figure),
-flipped / rotated and stain-jittered. The split is by slide, exactly as the classifier's
+Training tiles are drawn at random (``positive_fraction`` of them around a random figure), or with
+``sampling = "event_tile"`` by Ji et al.'s sampling (:class:`~mitoscope.train.event_tiles.
+EventTileSampler`: a labelled figure, then one of the ``event_tile_um`` / ``event_stride_um`` grid
+tiles that contain its box), then flipped / rotated and stain-jittered. The split is by slide, exactly as the classifier's
 (:func:`~mitoscope.train.train.source_split`); the score thresholds are chosen on the
 validation scenes only: ``threshold`` maximises F1 (MIDOG matching within 7.5 um) and
 ``proposer_threshold`` is the highest score that keeps ``proposer_recall`` of the validation
@@ -66,6 +68,11 @@ class DetectorTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     positive_fraction: float = 0.6
+    #: "random" (tiles at random, positive_fraction around a figure) | "event_tile" (Ji et al.)
+    sampling: str = "random"
+    event_tile_um: float = 62.5  # Ji's 250 px tiles at 40x (0.25 um/px)
+    event_stride_um: float = 31.25  # and their 125 px stride
+    event_weights: str = "uniform"  # "uniform" | "agreement": how events are drawn in a source
     stain_sigma: float = 0.1
     freeze_bn: bool = True
     val_fraction: float = 0.15
@@ -106,6 +113,7 @@ class DetectorTrainConfig:
         for name in ("positive_fraction", "proposer_recall", "score_floor"):
             if not 0 <= float(getattr(self, name)) <= 1:
                 raise InvalidInputError(f"{name} must be in [0, 1]")
+        self._validate_sampling()
         if not 0 < self.val_fraction < 1:
             raise InvalidInputError("val_fraction must be between 0 and 1")
         if self.weights_path is not None and not Path(self.weights_path).is_file():
@@ -113,6 +121,52 @@ class DetectorTrainConfig:
         if self.threads is not None and int(self.threads) < 1:
             raise InvalidInputError(f"threads must be at least 1, got {self.threads}")
         return self
+
+    def _validate_sampling(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise InvalidInputError(
+                f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}"
+            )
+        if self.event_weights not in EVENT_WEIGHTS:
+            raise InvalidInputError(
+                f"unknown event_weights {self.event_weights!r}; choose one of "
+                f"{', '.join(EVENT_WEIGHTS)}"
+            )
+        if self.sampling != "event_tile":
+            if self.event_weights != "uniform":
+                raise InvalidInputError(
+                    f'event_weights = "{self.event_weights}" needs sampling = "event_tile"'
+                )
+            return
+        tile_um, stride_um = float(self.event_tile_um), float(self.event_stride_um)
+        if not (math.isfinite(tile_um) and tile_um > float(self.box_um)):
+            raise InvalidInputError(
+                f"event_tile_um must be larger than a figure's box (box_um = {self.box_um} um), "
+                f"got {self.event_tile_um}"
+            )
+        if not (math.isfinite(stride_um) and 0 < stride_um <= tile_um):
+            raise InvalidInputError(
+                f"event_stride_um must be in (0, event_tile_um = {tile_um}] um, got "
+                f"{self.event_stride_um}"
+            )
+        tile_px, _ = self.event_grid_px()
+        if not 32 <= tile_px <= 4096:
+            raise InvalidInputError(
+                f"event_tile_um = {tile_um} um is {tile_px} px at input_mpp = {self.input_mpp} "
+                "um/px; it must be 32 to 4096 px"
+            )
+
+    def event_grid_px(self) -> tuple[int, int]:
+        """Ji's grid ``(tile, stride)`` in px: ``event_tile_um`` and ``event_stride_um`` at
+        ``input_mpp``, the pixel size every scene is resampled to (62.5 / 31.25 um are 250 /
+        125 px at 0.25 um/px, 125 / 62 px at 0.5 um/px)."""
+        mpp = float(self.input_mpp)
+        tile = max(1, int(round(float(self.event_tile_um) / mpp)))
+        return tile, max(1, int(round(float(self.event_stride_um) / mpp)))
+
+
+SAMPLINGS = ("random", "event_tile")
+EVENT_WEIGHTS = ("uniform", "agreement")
 
 
 @dataclass
@@ -124,6 +178,9 @@ class Scene:
     slide: str
     group: str
     source: str
+    #: (K,) the raters' agreement with each figure's label (labelled sources with votes: MIDOG++
+    #: ``labels``, SlideRunner persons, a crowd table's ``agreement``); None: 1 for every figure
+    agreement: np.ndarray | None = None
 
 
 @dataclass
@@ -232,6 +289,7 @@ def _labelled_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[S
             if not len(ann):
                 continue
             x, y, is_mf = ann.x_px, ann.y_px, ann.is_mitosis.astype(bool)
+            agree = np.where(np.isfinite(ann.agreement), ann.agreement, 1.0)  # as the classifier
             if max(info.width, info.height) <= MAX_WHOLE_PX:
                 regions = [Region(0, 0, info.width, info.height)]
             else:
@@ -251,7 +309,8 @@ def _labelled_scenes(spec: dict[str, Any], mpp: float, progress: bool) -> list[S
                 v = (y[inside] - r.y + 0.5) / sy - 0.5
                 out.append(
                     Scene(img, np.stack([u, v], axis=1).reshape(-1, 2),
-                          f"{lab.name}/{image_stem(name)}", lab.groups[name], lab.name)
+                          f"{lab.name}/{image_stem(name)}", lab.groups[name], lab.name,
+                          agreement=np.asarray(agree[inside], dtype=np.float64))
                 )  # fmt: skip
     return out
 
@@ -321,8 +380,67 @@ def _flip_rotate_points(
     return np.ascontiguousarray(img), pts
 
 
+def event_sampler(
+    scenes: list[Scene],
+    source_weights: dict[str, float],
+    *,
+    tile_px: int,
+    stride_px: int,
+    box_px: float,
+    weights: str = "uniform",
+) -> Any:
+    """Ji et al.'s :class:`~mitoscope.train.event_tiles.EventTileSampler` over the figures of
+    ``scenes`` (its image keys are the scenes' indices, as strings). Each source keeps its
+    sampling weight, shared by its figures equally (``weights="uniform"``) or in proportion to
+    their agreement (``"agreement"``); scenes without figures (tissue) are not drawn."""
+    from .event_tiles import EventTileSampler
+
+    if weights not in EVENT_WEIGHTS:
+        raise InvalidInputError(f"unknown event weights {weights!r}")
+    keys: list[str] = []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    agree: list[np.ndarray] = []
+    srcs: list[str] = []
+    sizes: dict[str, tuple[int, int]] = {}
+    for j, s in enumerate(scenes):
+        k = len(s.points)
+        if not k:
+            continue
+        a = np.ones(k) if s.agreement is None else np.asarray(s.agreement, dtype=np.float64)
+        keys += [str(j)] * k
+        xs.append(s.points[:, 0])
+        ys.append(s.points[:, 1])
+        agree.append(a)
+        srcs += [s.source] * k
+        sizes[str(j)] = (int(s.image.shape[1]), int(s.image.shape[0]))
+    if not keys:
+        raise InvalidInputError(
+            'sampling = "event_tile": the training slides have no mitotic figures to draw'
+        )
+    a = np.concatenate(agree)
+    share = a if weights == "agreement" else np.ones(len(a))
+    src = np.array(srcs)
+    w = np.zeros(len(a))
+    for name in np.unique(src).tolist():
+        sel = src == name
+        if share[sel].sum() > 0:
+            w[sel] = float(source_weights.get(name, 1.0)) * share[sel] / share[sel].sum()
+    if not w.sum() > 0:
+        raise InvalidInputError(
+            'event_weights = "agreement": every training figure has agreement 0'
+        )
+    return EventTileSampler(keys, np.concatenate(xs), np.concatenate(ys), sizes,
+                            tile_px=tile_px, stride_px=stride_px, box_px=box_px,
+                            agreement=a, weights=w)  # fmt: skip
+
+
 class TileDataset:
-    """Random training tiles of the scenes (a map-style dataset; a new draw every epoch)."""
+    """Random training tiles of the scenes (a map-style dataset; a new draw every epoch).
+
+    With ``events`` (:func:`event_sampler`, Ji et al.) each tile is a grid tile around a
+    figure drawn by the sampler instead (``tile_px`` must be the sampler's tile);
+    ``positive_fraction`` and ``weights`` then do not apply."""
 
     def __init__(
         self,
@@ -335,10 +453,16 @@ class TileDataset:
         positive_fraction: float,
         stain_sigma: float,
         seed: int,
+        events: Any = None,
     ) -> None:
         self.scenes, self.p = scenes, np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.tile, self.box, self.n = int(tile_px), float(box_px), int(n)
         self.pf, self.sigma, self.seed = float(positive_fraction), float(stain_sigma), int(seed)
+        self.events = events
+        if events is not None and int(events.tile) != self.tile:
+            raise InvalidInputError(
+                f"tile_px {self.tile} differs from the event sampler's tile {events.tile} px"
+            )
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -347,6 +471,10 @@ class TileDataset:
     def tile_at(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Tile ``i`` of the current epoch: ``(image (T, T, 3) uint8, points (K, 2))``."""
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        if self.events is not None:  # Ji et al.: a figure, then a grid tile containing it
+            _, key, x0, y0 = self.events.draw(rng)
+            s = self.scenes[int(key)]
+            return self._finish(s, x0, y0, rng)
         s = self.scenes[int(rng.choice(len(self.scenes), p=self.p))]
         h, w = s.image.shape[:2]
         t, half = self.tile, self.box / 2.0
@@ -369,6 +497,14 @@ class TileDataset:
                 int(rng.integers(0, max(w - t, 0) + 1)),
                 int(rng.integers(0, max(h - t, 0) + 1)),
             )
+        return self._finish(s, x0, y0, rng)
+
+    def _finish(
+        self, s: Scene, x0: int, y0: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The tile of ``s`` at ``(x0, y0)`` (a small scene on a white canvas), its points,
+        flipped / rotated and stain-jittered."""
+        t = self.tile
         crop = s.image[y0 : y0 + t, x0 : x0 + t]
         pts = s.points - [x0, y0]
         if crop.shape[:2] != (t, t):  # a small scene: on a white canvas at a random place
@@ -558,9 +694,14 @@ def train_detector(
         if sel.any():
             w[sel] = wt * area[sel] / area[sel].sum()
     box_px = cfg.box_um / cfg.input_mpp
-    ds = TileDataset(train_scenes, w, tile_px=cfg.tile_px, box_px=box_px, n=cfg.samples_per_epoch,
+    tile_px, events = cfg.tile_px, None
+    if cfg.sampling == "event_tile":  # Ji et al.: a figure, then a grid tile containing it
+        tile_px, stride_px = cfg.event_grid_px()
+        events = event_sampler(train_scenes, scenes.weights, tile_px=tile_px, stride_px=stride_px,
+                               box_px=box_px, weights=cfg.event_weights)  # fmt: skip
+    ds = TileDataset(train_scenes, w, tile_px=tile_px, box_px=box_px, n=cfg.samples_per_epoch,
                      positive_fraction=cfg.positive_fraction, stain_sigma=cfg.stain_sigma,
-                     seed=cfg.seed)  # fmt: skip
+                     seed=cfg.seed, events=events)  # fmt: skip
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_detector(cfg.backbone, pretrained=cfg.pretrained, weights_path=cfg.weights_path,
                            score_thresh=cfg.score_floor)  # fmt: skip
@@ -662,8 +803,11 @@ __all__ = [
     "Scene",
     "SceneSet",
     "TileDataset",
+    "EVENT_WEIGHTS",
+    "SAMPLINGS",
     "build_scenes",
     "choose_thresholds",
+    "event_sampler",
     "point_targets",
     "sweep_thresholds",
     "train_detector",
