@@ -53,12 +53,29 @@ def _val_slides(rows: list[dict]) -> set[str]:
     return set(slides[va].tolist())
 
 
+def validation_crops() -> tuple[list[dict], dict[str, list[tuple[float, float]]]]:
+    """The AMi-Br crops of the 22 validation slides (labels.csv rows) and, per crop file, the
+    offsets (px) of the other mitotic figures listed inside it."""
+    with open(common.SHARED_DATA / "amibr-train" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    val = _val_slides(rows)
+    rows = [r for r in rows if f"{r['dataset']}/{r['slide']}" in val]
+    nb: dict[str, list[tuple[float, float]]] = {}
+    with open(common.SHARED_DATA / "annotations" / "amibr_train_crop_neighbours.csv") as f:
+        for r in csv.DictReader(f):
+            if r["neighbour_class"] == "MF":
+                nb.setdefault(r["crop_file"], []).append((float(r["dx_px"]), float(r["dy_px"])))
+    return rows, nb
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="first N validation crops (0 = all)")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--model", type=Path, default=None, help="classifier (default: the bundled one)")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="classifier (default: the bundled one)"
+    )
     ap.add_argument(
         "--target-recall",
         type=float,
@@ -85,17 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     root = common.SHARED_DATA / "amibr-train"
-    with open(root / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    val = _val_slides(rows)
-    rows = [r for r in rows if f"{r['dataset']}/{r['slide']}" in val]
+    rows, nb = validation_crops()
+    val = {f"{r['dataset']}/{r['slide']}" for r in rows}
     if args.limit:
         rows = rows[: args.limit]
-    nb: dict[str, list[tuple[float, float]]] = {}
-    with open(common.SHARED_DATA / "annotations" / "amibr_train_crop_neighbours.csv") as f:
-        for r in csv.DictReader(f):
-            if r["neighbour_class"] == "MF":
-                nb.setdefault(r["crop_file"], []).append((float(r["dx_px"]), float(r["dy_px"])))
 
     clf = load_classifier(args.model, device="cpu")
     screen = load_screen()
@@ -133,7 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     oos = "cascade, screen threshold from the other half of the slides (out of sample)"
     modes[oos] = DetectConfig(floor=0.0, report=False, cascade=True)
     stats = {
-        m: {"tp": 0, "fp": 0, "fn": 0, "cand_hit": 0, "n_cand": 0, "n_prop": 0, "s": 0.0, "best": []}
+        m: {
+            "tp": 0,
+            "fp": 0,
+            "fn": 0,
+            "cand_hit": 0,
+            "n_cand": 0,
+            "n_prop": 0,
+            "s": 0.0,
+            "best": [],
+        }
         for m in modes
     }
     n_truth = 0

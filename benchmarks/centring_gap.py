@@ -34,7 +34,6 @@ Run (a few minutes: detection plus two passes of its tile step per crop)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from cascade_recall import MATCH_UM, PAD, _val_slides
+from cascade_recall import MATCH_UM, PAD, validation_crops
 from proposer_recall import slide_mpp
 
 TRAIN_SIZE_PX = 100  # build_amibr_samples' patch side (the classifier centre-crops it)
@@ -217,16 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from mitoscope.detect import DetectConfig
 
     torch.set_num_threads(args.threads)
-    root = common.SHARED_DATA / "amibr-train"
-    with open(root / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    val = _val_slides(rows)
-    rows = [r for r in rows if f"{r['dataset']}/{r['slide']}" in val]
-    nb: dict[str, list[tuple[float, float]]] = {}
-    with open(common.SHARED_DATA / "annotations" / "amibr_train_crop_neighbours.csv") as f:
-        for r in csv.DictReader(f):
-            if r["neighbour_class"] == "MF":
-                nb.setdefault(r["crop_file"], []).append((float(r["dx_px"]), float(r["dy_px"])))
+    rows, nb = validation_crops()
     clf, screen = load_classifier(args.model, device="cpu"), load_screen()
     cfg = DetectConfig(floor=0.0, report=False, cascade=True)
     proposer = get_proposer("classical")
