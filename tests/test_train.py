@@ -143,3 +143,67 @@ def test_config_file_and_cli_fast_dev_run(tmp_path):
     bad.write_text("[train]\nnot_a_key = 1\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert main(["train", "--arch", "no_such_net", "--fast-dev-run"]) == 2
+
+
+def test_shift_um_default_converts_and_bad_values_are_one_line(tmp_path, capsys):
+    from mitoscope.cli import main
+    from mitoscope.train.data import PatchDataset
+    from mitoscope.train.train import TrainConfig, check_shift, shift_px
+
+    # default (None): 1 um at 0.25 um/px = the former hard-coded 4 px, limited to the room
+    assert TrainConfig().shift_um is None
+    assert check_shift(None, input_mpp=0.25, patch_px=64, stored_px=100) == 4
+    assert check_shift(None, input_mpp=0.25, patch_px=96, stored_px=100) == 2  # room (100-96)//2
+    assert check_shift(1.0, input_mpp=0.25, patch_px=64, stored_px=100) == 4
+    # at 0.5 um/px the same micrometres are half the pixels
+    assert shift_px(1.0, 0.5) == 2 and shift_px(2.0, 0.5) == 4 and shift_px(0.0, 0.5) == 0
+    assert check_shift(1.5, input_mpp=0.5, patch_px=64, stored_px=100) == 3
+    assert shift_px(0.3, 0.1) == 3  # rounded, not truncated (0.3 / 0.1 = 2.999...)
+    # the dataset draws the same shifts from the same seed as with the former shift_px=4
+    s = synthetic_samples(4)
+    old = PatchDataset(s, size_px=32, seed=5)
+    new = PatchDataset(
+        s, size_px=32, seed=5, shift_px=check_shift(None, input_mpp=0.25, patch_px=32, stored_px=40)
+    )
+    for i in range(4):
+        assert np.array_equal(old[i]["image"].numpy(), new[i]["image"].numpy())
+    # bad values: one line, before any training
+    for bad, words in ((-0.5, "0 or more"), (float("nan"), "finite"), (3.0, "12 px at 0.25 um/px")):
+        with pytest.raises(InvalidInputError, match=words) as err:
+            TrainConfig(arch="effnet_lite0_96", shift_um=bad).validate()
+        assert "\n" not in str(err.value)
+    with pytest.raises(InvalidInputError, match="at most 0.5 um"):
+        TrainConfig(arch="effnet_lite0_96", shift_um=1.0).validate()
+    TrainConfig(arch="effnet_lite0_96", shift_um=0.5).validate()
+    with pytest.raises(InvalidInputError, match="shift_um must be a number"):
+        TrainConfig(shift_um="1").validate()
+    for text in ("shift_um = nan", "shift_um = 5.0", "shift_um = -1"):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[train]\narch = "effnet_lite0"\nprogress = false\n{text}\n')
+        capsys.readouterr()
+        assert main(["train", "--config", str(cfg), "--fast-dev-run"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "shift_um" in err[0], err
+
+
+def test_shift_um_is_checked_against_the_samples_and_written_to_the_card(tmp_path):
+    from mitoscope.train.train import TrainConfig, train
+
+    base = dict(
+        arch="tiny_cnn",
+        fast_dev_run=True,
+        batch_size=8,
+        progress=False,
+        data_dir=str(tmp_path),
+        val_fraction=0.25,
+        out=str(tmp_path / "m.pt"),
+    )
+    with pytest.raises(InvalidInputError, match="inside the 40 px stored patches"):
+        train(TrainConfig(**base, shift_um=1.5), samples=synthetic_samples(), save=False)
+    res = train(TrainConfig(**base, shift_um=0.5), samples=synthetic_samples(), save=False)
+    card = res.classifier.card
+    assert card["shift_px"] == 2 and card["config"]["shift_um"] == 0.5
+    from mitoscope.train.card import render_model_card
+
+    text = render_model_card(card, threshold=0.5, atypical_threshold=0.5)
+    assert "shifted by up to 2 px (0.5 um)" in text and "`shift_um` = 0.5" in text

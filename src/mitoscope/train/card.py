@@ -67,6 +67,20 @@ def render_model_card(
         "points got a 3 um disc mask instead",
         f"- {d.get('n_train_samples')} training samples from {d.get('n_train_slides')} slides / "
         f"images; {d.get('n_val_samples')} validation samples from {d.get('n_val_slides')}",
+        *(
+            [
+                "- positional augmentation: each training patch shifted by up to "
+                f"{card['shift_px']} px ({card['shift_px'] * float(card.get('input_mpp') or 0):g} "
+                "um) in x and y from its centre (`shift_um`"
+                + (
+                    f" = {cfg['shift_um']})"
+                    if cfg.get("shift_um") is not None
+                    else ": default, 1 um limited to the room in the stored patches)"
+                )
+            ]
+            if card.get("shift_px") is not None
+            else []
+        ),
         "",
         "## Split",
         f"- by {sp.get('by')}, never by crop: validation fraction {sp.get('val_fraction')}, "

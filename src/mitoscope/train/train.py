@@ -17,6 +17,7 @@ module, and the other trainers reuse its config loader and split. A future split
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -108,6 +109,11 @@ class TrainConfig:
     freeze_bn: bool | None = None  # default: on when fine-tuning (init_from)
     domain_augment: tuple[str, ...] = ()
     domain_p: float = 0.5
+    # random positional shift of each training patch, at most this far (um) in x and y, converted
+    # to px with the model's input pixel size; a number must fit in the room the patch has inside
+    # the stored patches. None (default): 1 um (4 px at 0.25 um/px), limited to that room, as
+    # before this setting existed (effnet_lite0_96 in 100 px stored patches: 2 px = 0.5 um)
+    shift_um: float | None = None
     hard_negative_rounds: int = 0
     hard_negative_fraction: float = 0.05
     hard_negative_share: float = 0.5
@@ -154,6 +160,15 @@ class TrainConfig:
             )
         if not 0 <= float(self.domain_p) <= 1:
             raise InvalidInputError("domain_p must be in [0, 1]")
+        from .sources import BuildOptions
+
+        spec = get_spec(self.arch)
+        check_shift(
+            self.shift_um,
+            input_mpp=spec.input_mpp,
+            patch_px=spec.patch_size_px,
+            stored_px=BuildOptions.size_px,  # the patch size build_samples stores
+        )
         if self.mf_threshold_recall is not None and not 0 < float(self.mf_threshold_recall) <= 1:
             raise InvalidInputError("mf_threshold_recall must be in (0, 1]")
         if int(self.hard_negative_rounds) < 0:
@@ -167,6 +182,37 @@ class TrainConfig:
         if self.tissue_dir is not None and not (Path(self.tissue_dir) / "images.csv").is_file():
             raise InvalidInputError(f"tissue_dir {self.tissue_dir} has no images.csv")
         return self
+
+
+def shift_px(shift_um: float, input_mpp: float) -> int:
+    """The training shift ``shift_um`` (um) in pixels of the model's input (``input_mpp`` um/px),
+    rounded to the nearest pixel (1.0 um at 0.25 um/px = 4 px)."""
+    return int(math.floor(float(shift_um) / float(input_mpp) + 0.5))
+
+
+DEFAULT_SHIFT_UM = 1.0  # the shift when ``shift_um`` is None, limited to the room (as before)
+
+
+def check_shift(shift_um: Any, *, input_mpp: float, patch_px: int, stored_px: int) -> int:
+    """``shift_um`` in px after checking it: finite, 0 or more, and not more than the room a
+    ``patch_px`` model patch has to move inside the ``stored_px`` stored sample patches.
+    ``None``: :data:`DEFAULT_SHIFT_UM`, limited to that room."""
+    room = max(0, (int(stored_px) - int(patch_px)) // 2)
+    if shift_um is None:
+        return min(shift_px(DEFAULT_SHIFT_UM, input_mpp), room)
+    value = float(shift_um)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInputError(
+            f"shift_um must be a finite number of um, 0 or more, got {shift_um}"
+        )
+    px = shift_px(value, input_mpp)
+    if px > room:
+        raise InvalidInputError(
+            f"shift_um = {value:g} um is {px} px at {input_mpp:g} um/px, more than the {room} px "
+            f"a {patch_px} px patch can move inside the {stored_px} px stored patches; "
+            f"use at most {room * input_mpp:g} um"
+        )
+    return px
 
 
 @dataclass
@@ -391,6 +437,7 @@ def fit_atypical_head(
     steps: int = 300,
     stain_sigma: float = 0.14,
     seed: int = 0,
+    shift_px: int = 4,
 ) -> None:
     """Stage 2: refit ``net.atypical_head`` on frozen features of labelled figures (balanced)."""
     import torch
@@ -402,7 +449,12 @@ def fit_atypical_head(
     if len(idx) == 0 or len(np.unique(samples.atypical[idx])) < 2:
         return
     ds = PatchDataset(
-        samples, size_px=size_px, augment=views > 1, stain_sigma=stain_sigma, seed=seed
+        samples,
+        size_px=size_px,
+        augment=views > 1,
+        stain_sigma=stain_sigma,
+        seed=seed,
+        shift_px=shift_px,
     )
     f = _features(net, ds, idx, max(1, views))
     x = torch.from_numpy(f.reshape(-1, f.shape[-1]))
@@ -488,6 +540,10 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
     lab = tr.atypical[tr.atypical >= 0]
     pos_weight = float((lab == 0).sum() / max(1, (lab == 1).sum()))
     size = spec.patch_size_px
+    input_mpp = float(samples.meta.get("mpp", spec.input_mpp))  # the model's input pixel size
+    shift = check_shift(
+        cfg.shift_um, input_mpp=input_mpp, patch_px=size, stored_px=samples.patches.shape[1]
+    )
     weights = mf_sample_weights(tr, neg_ratio=cfg.neg_ratio, domain_balanced=cfg.domain_balanced)
     dev = resolve_device("auto")
     init_members: list[Any] = []
@@ -523,7 +579,8 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             seed=int(seed),
             domain_ops=tuple(cfg.domain_augment),
             domain_p=cfg.domain_p,
-            input_mpp=float(samples.meta.get("mpp", spec.input_mpp)),
+            input_mpp=input_mpp,
+            shift_px=shift,
         )
         loader = make_loader(
             ds,
@@ -587,6 +644,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
             steps=5 if cfg.fast_dev_run else cfg.atypical_steps,
             stain_sigma=cfg.stain_sigma,
             seed=int(seed),
+            shift_px=shift,
         )
         with torch.no_grad():  # thresholds must see the float16 weights the checkpoint stores
             for t in net.state_dict().values():
@@ -597,7 +655,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
         name=Path(cfg.out).stem,
         arch=cfg.arch,
         models=members,
-        input_mpp=float(samples.meta.get("mpp", spec.input_mpp)),
+        input_mpp=input_mpp,
         patch_size_px=size,
         uses_mask=cfg.use_mask,
         has_atypical=True,
@@ -641,6 +699,7 @@ def train(cfg: TrainConfig, *, samples: SampleSet | None = None, save: bool = Tr
         "description": spec.description,
         "input_mpp": clf.input_mpp,
         "patch_size_px": size,
+        "shift_px": shift,
         "uses_mask": cfg.use_mask,
         "ensemble_size": len(members),
         "seeds": list(cfg.seeds),
