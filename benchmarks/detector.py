@@ -1,6 +1,7 @@
 """The trained detector against the classical proposer + the bundled classifier, on the same data.
 
-Data (nothing of it trains either model):
+Data (none of it trains the detector; the bundled classifier was trained with the 30 tissue
+images as negatives, so its tissue numbers are in-sample):
 
 - **labelled**: the AMi-Br training crops of the bundled classifier's 22 **validation slides**
   (``slide_split(val_fraction=0.15, seed=0)``; the detector trained here uses the same rule, so
