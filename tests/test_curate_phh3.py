@@ -169,7 +169,7 @@ def test_cli_and_bad_input(tmp_path, capsys) -> None:
         # a pixel size in nanometres
         (["--he-mpp", str(HE_MPP), "--phh3-mpp", "500"], ["--phh3-mpp=500 um/px is outside"]),
         (["--he-mpp", str(HE_MPP), "--phh3-mpp", str(PHH3_MPP), "--dab-threshold", "-1"],
-         ["dab_threshold must be a positive number"]),
+         ["dab_threshold (--dab-threshold) must be a positive number"]),
     ],
 )  # fmt: skip
 def test_bad_pixel_sizes_and_options_one_line_exit_2(args, expect, tmp_path, capsys) -> None:

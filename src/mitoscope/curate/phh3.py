@@ -80,7 +80,8 @@ class PHH3Config:
         for name in ("dab_threshold", "min_area_um2", "max_area_um2", "detect_mpp"):
             v = float(getattr(self, name))
             if not math.isfinite(v) or v <= 0:
-                raise InvalidInputError(f"{name} must be a positive number, got {v}")
+                option = "--" + name.replace("_", "-")  # the CLI's name for the setting
+                raise InvalidInputError(f"{name} ({option}) must be a positive number, got {v}")
         if self.min_area_um2 >= self.max_area_um2:
             raise InvalidInputError(
                 f"min_area_um2 ({self.min_area_um2}) must be below max_area_um2 "
