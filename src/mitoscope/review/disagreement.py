@@ -138,7 +138,6 @@ def classifier_disagreement(
         by_slide: dict[str, list[int]] = defaultdict(list)
         for u in uids:
             by_slide[store.by_uid[u].slide_name].append(u)
-        mpps = {name: s.get("mpp") for name, s in store.slide_summaries().items()}
         out: dict[int, float] = {}
         for name, its in sorted(by_slide.items()):
             try:
@@ -147,8 +146,8 @@ def classifier_disagreement(
                 raise InvalidInputError(
                     f"slide {name} of {store.path} is not under --slides {root}"
                 ) from None
-            mpp = mpps.get(name)
-            with open_slide(path, mpp=float(mpp) if mpp else None) as reader:
+            mpp = store.slide_mpp.get(store.by_uid[its[0]].slide)  # read with the store
+            with open_slide(path, mpp=mpp) as reader:
                 xy = [(store.by_uid[u].x, store.by_uid[u].y) for u in its]
                 patches, masks = detection_patches(reader, xy, classifier)
             probs = member_view_probabilities(

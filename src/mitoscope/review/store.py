@@ -277,10 +277,10 @@ class ReviewStore:
                 )
             )
             hs = summ.get("hotspot_2mm2") or {}
-            mpp = summ.get("mpp")
+            mpp = self.slide_mpp[int(slide)]
             if int(slide) not in self.hotspots and hs.get("center_px") and mpp:
                 cx, cy = hs["center_px"]
-                self.hotspots[int(slide)] = (float(cx), float(cy), hs["radius_um"] / float(mpp))
+                self.hotspots[int(slide)] = (float(cx), float(cy), hs["radius_um"] / mpp)
         _attach_outlines(items, self.path.parent)
         return items
 
