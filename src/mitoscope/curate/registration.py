@@ -558,7 +558,7 @@ def open_scan(path: Any, mpp: float | None, option: str) -> Any:
     naming the option that sets this slide's pixel size (``--target-mpp``, ``--he-mpp``, ...)
     instead of the reader's generic ``--mpp``, which sets the other slide's in some commands."""
     from ..errors import MissingMetadataError
-    from ..slide.reader import open_slide
+    from ..slide.reader import missing_mpp_error, open_slide
     from ..units import validate_mpp
 
     if mpp is not None:
@@ -566,10 +566,7 @@ def open_scan(path: Any, mpp: float | None, option: str) -> Any:
     try:
         return open_slide(path, mpp=mpp)
     except MissingMetadataError:
-        raise MissingMetadataError(
-            f"{Path(path).name} has no usable pixel size in its metadata; pass it with {option} "
-            f"(um/px, e.g. {option} 0.25 for a 40x scan)"
-        ) from None
+        raise missing_mpp_error(Path(path).name, option) from None
 
 
 def check_transfer_settings(cfg: Any) -> None:

@@ -278,6 +278,15 @@ def _to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
+def missing_mpp_error(name: str, option: str = "--mpp") -> MissingMetadataError:
+    """The error for the slide file ``name`` without a usable pixel size; ``option`` is the
+    command-line option that sets it (``--mpp``; ``--he-mpp`` ... where a command reads two)."""
+    return MissingMetadataError(
+        f"{name} has no usable pixel size in its metadata; pass it with {option} (um/px, "
+        f"e.g. {option} 0.25 for a 40x scan)"
+    )
+
+
 def _resolve_mpp(found: float | None, user: float | None, path: Path) -> tuple[float, str]:
     if user is not None:
         return validate_mpp(user, name="--mpp"), "user"
@@ -286,10 +295,7 @@ def _resolve_mpp(found: float | None, user: float | None, path: Path) -> tuple[f
             return validate_mpp(found, name="pixel size in metadata"), "metadata"
         except Exception:
             pass
-    raise MissingMetadataError(
-        f"{path.name} has no usable pixel size in its metadata; pass it with --mpp (um/px, "
-        f"e.g. --mpp 0.25 for a 40x scan)"
-    )
+    raise missing_mpp_error(path.name)
 
 
 # --------------------------------------------------------------------------------------------
