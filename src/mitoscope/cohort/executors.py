@@ -170,7 +170,7 @@ def run_local_pool(
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    from ..detect.parallel import pool_context
+    from ..detect.parallel import pool_context, sigint_deferred
 
     ctx = pool_context()
     todo = list(reversed(tasks))
@@ -187,7 +187,8 @@ def run_local_pool(
             while todo or running:
                 while todo and len(running) < workers and not broken:
                     task = todo.pop()
-                    running[pool.submit(_pool_run, task, out_dir)] = task
+                    with sigint_deferred():  # a submit may launch a worker: never half-started
+                        running[pool.submit(_pool_run, task, out_dir)] = task
                 if not running:
                     break
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
